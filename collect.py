@@ -10,15 +10,11 @@ every episode becomes one compressed .npz file:
 Writes DIR/train/*.npz and DIR/val/*.npz. Each episode's content depends only on (--seed, env,
 episode index), so re-running a command continues where it stopped and never duplicates an
 episode. The loader `load_episode` below is the one contract check that train.py and evaluate.py
-share; this file imports stable_retro and procgen only inside the functions that make envs.
+share; it needs only numpy (envs.py imports the emulators lazily).
 """
 import argparse
-import csv
-import difflib
-import functools
 import multiprocessing
 import os
-import re
 import sys
 import tempfile
 import time
@@ -28,19 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-ACTION_NAMES = ["RIGHT", "LEFT", "UP", "DOWN", "JUMP"]
+from envs import ACTION_NAMES, UserError, check_env, make_game, select_games, square_resize
+
 EPISODE_KEYS = ["frames", "actions", "rewards", "action_names", "env", "policy", "frame_skip"]
-ANNOTATIONS = Path(__file__).resolve().parent / "annotations"  # RetroAct tables (MIT, see LICENSE)
-PROCGEN_GAMES = ["bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball",
-                 "fruitbot", "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot"]
 
 
 class EpisodeError(ValueError):
     """An episode file that breaks the contract; the message is one line: '<path>: <reason>'."""
-
-
-class UserError(Exception):
-    """A mistake the user can fix; main() prints its one-line message instead of a traceback."""
 
 
 # ---------------------------------------------------------------------------
@@ -108,188 +98,6 @@ def find_episodes(root, split=None):
     if split is not None and (root / split).is_dir():
         root = root / split
     return sorted(root.rglob("*.npz")) if root.is_dir() else []
-
-
-# ---------------------------------------------------------------------------
-# Frames: pad to a square with black, then antialiased area resize (SPEC sec. 3)
-# ---------------------------------------------------------------------------
-
-@functools.lru_cache(maxsize=32)
-def area_weights(n_in, n_out, offset, length):
-    """[n_out, length] matrix: output pixel i averages the input span it covers (area interpolation).
-
-    The input axis is n_in pixels long, of which [offset, offset+length) hold the image; the rest
-    is black padding, so those columns are simply dropped.
-    """
-    edges = np.arange(n_out + 1) * n_in / n_out
-    pixel = np.arange(n_in)
-    overlap = np.minimum(edges[1:, None], pixel + 1) - np.maximum(edges[:-1, None], pixel)
-    weights = np.clip(overlap, 0, None) * (n_out / n_in)
-    return weights[:, offset:offset + length].astype(np.float32)
-
-
-def square_resize(frames, size):
-    """[..., H, W, 3] uint8 -> [..., size, size, 3] uint8, black-padded to square first."""
-    H, W = frames.shape[-3:-1]
-    side = max(H, W)
-    rows = area_weights(side, size, (side - H) // 2, H)  # [size, H]
-    cols = area_weights(side, size, (side - W) // 2, W)  # [size, W]
-    lead = frames.shape[:-3]
-    out = rows @ frames.astype(np.float32).reshape(*lead, H, W * 3)  # [..., size, W*3]: resize rows
-    out = cols @ out.reshape(*lead, size, W, 3)  # [..., size, size, 3]: resize columns
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-# ---------------------------------------------------------------------------
-# Environments: one small class per platform with reset() -> frame, step(a) -> (frame, reward, done)
-# ---------------------------------------------------------------------------
-
-JUMP_BUTTON = {"Nes": "A", "Snes": "B", "Genesis": "C", "Sms": "A", "GameBoy": "A", "Atari2600": "BUTTON",
-               "32x": "B", "PCEngine": "I"}
-JUMP_OVERRIDES = {"Airstriker-Genesis-v0": "B"}  # a shooter: JUMP is its fire button
-PROCGEN_ACTION = {"RIGHT": 7, "LEFT": 1, "UP": 5, "DOWN": 3, "JUMP": 8}  # JUMP = UP-RIGHT (procgen's UP jumps)
-
-
-def normalise(name):
-    return re.sub(r"[^a-z0-9]", "", name.lower().removesuffix("-v0"))
-
-
-@functools.lru_cache(maxsize=1)
-def control_table():
-    """RetroAct's 50-game control table: {normalised game: {RIGHT: 'right', ..., ACTION_JUMP: 'jump'}}."""
-    with open(ANNOTATIONS / "RetroAct_v0.1_control_50.csv") as f:
-        return {normalise(row["game"]): row for row in csv.DictReader(f)}
-
-
-def retro_button_table(game, buttons):
-    """[5, len(buttons)] int8: which buttons each of RIGHT, LEFT, UP, DOWN, JUMP presses in `game`."""
-    platform = game.removesuffix("-v0").rsplit("-", 1)[-1]
-    jump = JUMP_OVERRIDES.get(game, JUMP_BUTTON.get(platform))
-    if jump not in buttons:
-        jump = next(b for b in ("B", "A") if b in buttons)
-    pressed = {"RIGHT": ["RIGHT"], "LEFT": ["LEFT"], "UP": ["UP"], "DOWN": ["DOWN"], "JUMP": [jump]}
-    labels = control_table().get(normalise(game), {})
-    for name in ("RIGHT", "LEFT", "UP", "DOWN"):
-        if labels.get(name) == "none":  # the control table says this direction does nothing here
-            pressed[name] = []
-    table = np.zeros((len(ACTION_NAMES), len(buttons)), np.int8)
-    for i, name in enumerate(ACTION_NAMES):
-        for button in pressed[name]:
-            table[i, buttons.index(button)] = 1
-    return table
-
-
-class RetroGame:
-    """A stable-retro game with action repeat; frames padded and area-resized to `resolution`."""
-
-    def __init__(self, game, frame_skip, resolution):
-        import stable_retro
-        self.env = stable_retro.make(game, render_mode=None)  # render_mode=None: headless
-        self.buttons = retro_button_table(game, self.env.buttons)
-        self.frame_skip, self.resolution = frame_skip, resolution
-
-    def reset(self, seed):
-        obs, _ = self.env.reset(seed=seed)
-        return square_resize(obs, self.resolution)
-
-    def step(self, action, render=True):
-        total = 0.0
-        for _ in range(self.frame_skip):
-            obs, reward, terminated, truncated, _ = self.env.step(self.buttons[action])
-            total += reward
-            if terminated or truncated:
-                break
-        return square_resize(obs, self.resolution) if render else None, total, terminated or truncated
-
-    def close(self):
-        self.env.close()
-
-
-class ProcgenGame:
-    """A procgen game (native 64x64); each reset draws a new level from the episode seed."""
-
-    def __init__(self, name, frame_skip, resolution, distribution_mode="hard"):
-        self.name, self.frame_skip, self.resolution, self.mode = name, frame_skip, resolution, distribution_mode
-        self.env = None
-
-    def reset(self, seed):
-        from procgen import ProcgenGym3Env
-        self.env = ProcgenGym3Env(num=1, env_name=self.name, distribution_mode=self.mode,
-                                  num_levels=0, start_level=0, rand_seed=int(seed % 2**31))
-        return self._frame(self.env.observe()[1])
-
-    def step(self, action, render=True):
-        total = 0.0
-        for _ in range(self.frame_skip):
-            self.env.act(np.array([PROCGEN_ACTION[ACTION_NAMES[action]]]))
-            reward, obs, first = self.env.observe()
-            total += float(reward[0])
-            if first[0]:  # procgen resets itself: `obs` is already the next level, so the episode ends here
-                return None, total, True
-        return self._frame(obs) if render else None, total, False
-
-    def _frame(self, obs):
-        frame = obs["rgb"][0]
-        return frame if frame.shape[0] == self.resolution else square_resize(frame, self.resolution)
-
-    def close(self):
-        self.env = None
-
-
-def check_env(name):
-    """Raise UserError (one line, with the fix) if `name` cannot be played on this machine."""
-    if name.startswith("procgen:"):
-        game = name.split(":", 1)[1]
-        if game not in PROCGEN_GAMES:
-            close = difflib.get_close_matches(game, PROCGEN_GAMES, n=3)
-            raise UserError(f"unknown procgen game '{game}'" + (f"; did you mean {', '.join('procgen:' + c for c in close)}?" if close else f"; choose one of {', '.join(PROCGEN_GAMES)}"))
-        try:
-            import procgen  # noqa: F401
-        except ImportError:
-            raise UserError(f"{name} needs procgen: pip install procgen-mirror")
-        return
-    import stable_retro
-    games = stable_retro.data.list_games(stable_retro.data.Integrations.ALL)
-    if name not in games:
-        close = difflib.get_close_matches(name, games, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see stable_retro.data.list_games() or use procgen:<name>"
-        raise UserError(f"unknown game '{name}'{hint}")
-    try:
-        stable_retro.data.get_romfile_path(name, stable_retro.data.Integrations.ALL)
-    except FileNotFoundError:
-        raise UserError(f"the ROM of {name} is not imported; put the ROM file in a folder and run: python -m stable_retro.import DIR")
-
-
-def make_game(name, frame_skip, resolution):
-    if name.startswith("procgen:"):
-        return ProcgenGame(name.split(":", 1)[1], frame_skip, resolution)
-    return RetroGame(name, frame_skip, resolution)
-
-
-def select_games(selection):
-    """RetroAct selection ('platformers', 'control50') or a file of game ids -> (playable, skipped)."""
-    import stable_retro
-    ids = {normalise(g): g for g in stable_retro.data.list_games(stable_retro.data.Integrations.ALL)}
-    if selection == "platformers":
-        with open(ANNOTATIONS / "RetroAct_v0.1.csv") as f:
-            wanted = [row["game"] for row in csv.DictReader(f) if "pl" in row["tags"].split()]
-    elif selection == "control50":
-        wanted = [row["game"] for row in control_table().values()]
-    elif Path(selection).is_file():
-        wanted = [line.strip() for line in Path(selection).read_text().splitlines() if line.strip() and not line.startswith("#")]
-    else:
-        raise UserError(f"--games takes 'platformers', 'control50' or a file of game ids; '{selection}' is none of these")
-    playable, skipped = [], []
-    for game in wanted:
-        name = game if game.startswith("procgen:") else ids.get(normalise(game), game)
-        try:
-            check_env(name)
-            playable.append(name)
-        except UserError as e:
-            if "not imported" not in str(e):
-                raise
-            skipped.append(name)
-    return playable, skipped
 
 
 # ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""collect.py: real emulator episodes, the .npz contract, resume, determinism and clear errors."""
+"""collect.py and envs.py: real emulator episodes, the .npz contract, resume, determinism and clear errors."""
 import os
 import subprocess
 import sys
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import collect
+import envs
 from conftest import ROOT
 
 AIRSTRIKER = "Airstriker-Genesis-v0"
@@ -47,7 +48,7 @@ def ship_x(frame):
 
 
 def test_actions_move_the_ship(tmp_path):
-    game = collect.RetroGame(AIRSTRIKER, frame_skip=4, resolution=64)
+    game = envs.RetroGame(AIRSTRIKER, frame_skip=4, resolution=64)
     actions = [collect.ACTION_NAMES.index("RIGHT")] * 8 + [collect.ACTION_NAMES.index("LEFT")] * 8
     frames = [game.reset(seed=0)] + [game.step(a)[0] for a in actions]
     game.close()
@@ -143,7 +144,7 @@ def test_load_resizes_foreign_resolution(tmp_path):
 def test_area_resize_is_antialiased():
     checker = np.indices((320, 320)).sum(0) % 2 * 255  # finest possible pattern: averages to mid grey
     frame = np.repeat(checker[..., None], 3, -1).astype(np.uint8)
-    small = collect.square_resize(frame, 64)
+    small = envs.square_resize(frame, 64)
     assert np.abs(small.astype(int) - 127.5).max() <= 26  # nearest-neighbour would give pure 0 or 255
 
 
@@ -182,9 +183,9 @@ def test_games_selection_skips_missing_roms(tmp_path):
 
 def test_platformer_jump_buttons():
     nes = ["B", None, "SELECT", "START", "UP", "DOWN", "LEFT", "RIGHT", "A"]
-    table = collect.retro_button_table("SuperMarioBros-Nes-v0", nes)
+    table = envs.retro_button_table("SuperMarioBros-Nes-v0", nes)
     assert table[collect.ACTION_NAMES.index("JUMP")].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 1]  # NES jump = A
     assert table[collect.ACTION_NAMES.index("UP")].sum() == 0  # control table: UP does nothing in Mario
     genesis = ["B", "A", "MODE", "START", "UP", "DOWN", "LEFT", "RIGHT", "C", "Y", "X", "Z"]
-    assert collect.retro_button_table("SonicTheHedgehog-Genesis-v0", genesis)[4, genesis.index("C")] == 1
-    assert collect.retro_button_table(AIRSTRIKER, genesis)[4, genesis.index("B")] == 1  # fire
+    assert envs.retro_button_table("SonicTheHedgehog-Genesis-v0", genesis)[4, genesis.index("C")] == 1
+    assert envs.retro_button_table(AIRSTRIKER, genesis)[4, genesis.index("B")] == 1  # fire
