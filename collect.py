@@ -6,6 +6,7 @@ every episode becomes one compressed .npz file:
     python collect.py --env Airstriker-Genesis-v0 --episodes 20 --out data/airstriker
     python collect.py --env procgen:coinrun --episodes 200 --out data/coinrun
     python collect.py --games platformers --episodes 10 --out data/platformers   # RetroAct selection
+    python collect.py --policy agent --agent runs/agent/agent.pt --episodes 100 --out data/explore  # agent.py
 
 Writes DIR/train/*.npz and DIR/val/*.npz. Each episode's content depends only on (--seed, env,
 episode index), so re-running a command continues where it stopped and never duplicates an
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs import ACTION_NAMES, UserError, check_env, make_game, select_games, square_resize
+from envs import ACTION_NAMES, AgentGame, UserError, check_env, make_game, select_games, square_resize
 
 EPISODE_KEYS = ["frames", "actions", "rewards", "action_names", "env", "policy", "frame_skip"]
 
@@ -113,6 +114,8 @@ class Job:
     max_steps: int
     frame_skip: int
     resolution: int
+    agent: str = None  # --policy agent: the agent checkpoint; None: the random agent
+    epsilon: float = 0.15  # --policy agent: share of uniformly random actions
 
 
 def episode_seed(seed, env, index):
@@ -123,44 +126,66 @@ def episode_seed(seed, env, index):
 _GAME = {}  # the one open emulator of this process, reused across jobs of the same env
 
 
-def open_game(env, frame_skip, resolution):
-    key = (env, frame_skip, resolution)
+def open_game(env, frame_skip, resolution, agent=False):
+    """agent=True: the game as agent.py's policy sees it (its `obs` max-pools the last two frames)."""
+    key = (env, frame_skip, resolution, agent)
     if key not in _GAME:
         for game in _GAME.values():  # stable-retro allows one emulator per process
             game.close()
         _GAME.clear()
-        _GAME[key] = make_game(env, frame_skip, resolution)
+        if agent:
+            _GAME[key] = AgentGame(make_game(env, 1, resolution), frame_skip)
+        else:
+            _GAME[key] = make_game(env, frame_skip, resolution)
     return _GAME[key]
 
 
+_POLICY = {}  # the loaded agent of this process, by (checkpoint, epsilon)
+
+
+def open_policy(path, epsilon):
+    if (path, epsilon) not in _POLICY:
+        import torch
+        from agent import load_policy
+        torch.set_num_threads(1)  # one worker per core: a policy step must not spread over the others
+        _POLICY.clear()
+        _POLICY[(path, epsilon)] = load_policy(path, "cpu", epsilon)
+    return _POLICY[(path, epsilon)]
+
+
 def run_episode(job):
-    """Play one episode with uniform random actions and write it; returns (env, frames, bytes)."""
-    game = open_game(job.env, job.frame_skip, job.resolution)
+    """Play one episode (random agent, or the agent of --policy agent) and write it; returns (env, frames, bytes)."""
+    policy = open_policy(job.agent, job.epsilon) if job.agent else None
+    game = open_game(job.env, job.frame_skip, job.resolution, agent=policy is not None)
     rng = np.random.default_rng(job.seed)
     frames, actions, rewards = [game.reset(job.seed)], [], []
+    if policy:
+        policy.reset(job.seed)  # the episode depends only on its seed, as a random one does
     for _ in range(job.max_steps):
-        action = int(rng.integers(len(ACTION_NAMES)))
+        action = policy.act(game.obs) if policy else int(rng.integers(len(ACTION_NAMES)))
         frame, reward, done = game.step(action)
         if frame is None:
             break
         frames.append(frame), actions.append(action), rewards.append(reward)
         if done:
             break
-    size = save_episode(job.path, np.stack(frames), actions, rewards, job.env, "random", job.frame_skip)
+    size = save_episode(job.path, np.stack(frames), actions, rewards, job.env, policy.name if policy else "random",
+                        job.frame_skip)
     return job.env, len(frames), size
 
 
 def plan_jobs(envs, args):
-    """All episodes the command asks for, in a fixed order; per env the first n_val go to val/."""
+    """All episodes the command asks for, in a fixed order; per env the first n_val go to val/ (or all to --split)."""
     n_val = max(1, round(args.episodes * args.val_fraction)) if args.episodes > 1 else 0
     jobs = []
     for env in envs:
         frame_skip = args.frame_skip or (1 if env.startswith("procgen:") else 4)
         slug = env.replace(":", "-")
         for i in range(args.episodes):
-            split = "val" if i < n_val else "train"
+            split = args.split or ("val" if i < n_val else "train")
             path = Path(args.out) / split / f"{slug}_{i:05d}.npz"
-            jobs.append(Job(env, i, episode_seed(args.seed, env, i), str(path), args.max_steps, frame_skip, args.resolution))
+            jobs.append(Job(env, i, episode_seed(args.seed, env, i), str(path), args.max_steps, frame_skip, args.resolution,
+                            args.agent if args.policy == "agent" else None, args.epsilon))
     return jobs
 
 
@@ -230,11 +255,18 @@ def parse_args(argv=None):
     p.add_argument("--frame-skip", type=positive_int, default=None, help="action repeat (default: 4 for retro, 1 for procgen)")
     p.add_argument("--resolution", type=positive_int, default=64, help="frame side in pixels after pad-to-square and area resize")
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (one emulator each)")
+    p.add_argument("--policy", choices=["random", "agent"], default="random", help="uniform random actions, or a trained agent.py agent")
+    p.add_argument("--agent", default=None, help="--policy agent: the agent checkpoint (agent.py writes OUT/agent.pt)")
+    p.add_argument("--epsilon", type=fraction, default=0.15, help="--policy agent: share of uniformly random actions")
     p.add_argument("--val-fraction", type=fraction, default=0.01, help="share of episodes per env written to val/ (at least one)")
+    p.add_argument("--split", choices=["train", "val", "test"], default=None, help="write every episode to OUT/SPLIT (e.g. a held-out test set) instead of the train/val split")
     p.add_argument("--seed", type=int, default=0, help="base seed; each episode's seed derives from (seed, env, index)")
     p.add_argument("--out", default="data/airstriker", help="dataset folder; episodes go to OUT/train and OUT/val")
     p.add_argument("--benchmark", action="store_true", help="print raw env vs pipeline steps/s for 1 and --workers workers, write nothing")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.policy == "agent" and not (args.agent and Path(args.agent).is_file()):
+        p.error(f"--policy agent needs --agent CKPT, an agent checkpoint of agent.py (got {args.agent})")
+    return args
 
 
 def main(argv=None):

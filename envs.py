@@ -13,6 +13,7 @@ so scripts that just read episodes run on machines without emulators.
 import csv
 import difflib
 import functools
+import multiprocessing
 import re
 from pathlib import Path
 
@@ -209,3 +210,78 @@ def select_games(selection):
                 raise
             skipped.append(name)
     return playable, skipped
+
+
+# ---------------------------------------------------------------------------
+# Games as the agent sees them, in worker processes (one emulator per process)
+# ---------------------------------------------------------------------------
+
+class AgentGame:
+    """An envs.py game made with frame_skip=1, played with action repeat `frame_skip` (paper sec. 4).
+
+    step() returns the last raw frame, as collect.py's games do (episodes and the reward's History
+    hold it); `obs`, what the policy sees, is the pixel-wise max of the last two frames of the
+    repeat (as for Atari: a sprite that flickers stays visible).
+    """
+
+    def __init__(self, game, frame_skip):
+        self.game, self.frame_skip = game, frame_skip
+
+    def reset(self, seed):
+        self.obs = self.game.reset(seed)
+        return self.obs
+
+    def step(self, action):
+        total, pooled = 0.0, []
+        for k in range(self.frame_skip):  # only the last two frames are resized: the others are not needed
+            frame, reward, done = self.game.step(action, render=k >= self.frame_skip - 2)
+            total, pooled = total + reward, pooled + ([] if frame is None else [frame])
+            if done:
+                break
+        self.obs = np.max(pooled[-2:], axis=0) if pooled else self.obs
+        return frame, total, done  # frame None: the episode ended without a last picture
+
+    def close(self):
+        self.game.close()
+
+
+def env_worker(pipe, make_env, frame_skip, max_steps, seed, index):
+    """One game in its own process. Per action it replies (o(t), next obs, env reward, done) and
+    restarts a finished episode itself (then `next obs` is the new episode's first frame)."""
+    game, rng, steps = AgentGame(make_env(), frame_skip), np.random.default_rng([seed, index]), 0
+    pipe.send(game.reset(int(rng.integers(2**31))))
+    while (action := pipe.recv()) is not None:
+        frame, reward, done = game.step(action)
+        steps += 1
+        done = done or frame is None or steps >= max_steps
+        frame, obs = game.obs if frame is None else frame, game.obs  # obs stands in for a missing last frame
+        if done:
+            obs, steps = game.reset(int(rng.integers(2**31))), 0
+        pipe.send((frame, obs, reward, done))
+    game.close()
+
+
+class Envs:
+    """N games stepped in lockstep, each in a spawned worker: the parent never opens an emulator."""
+
+    def __init__(self, make_env, n, frame_skip, max_steps, seed):
+        ctx, self.pipes = multiprocessing.get_context("spawn"), []
+        for i in range(n):
+            parent, child = ctx.Pipe()
+            ctx.Process(target=env_worker, args=(child, make_env, frame_skip, max_steps, seed, i), daemon=True).start()
+            child.close()  # a worker that dies then raises EOFError here instead of hanging
+            self.pipes.append(parent)
+
+    def reset(self):
+        """First frames [N, H, W, 3]; right after a reset the observation is the frame itself."""
+        return np.stack([pipe.recv() for pipe in self.pipes])
+
+    def step(self, actions):
+        """actions [N] -> frames o(t), next observations [N, H, W, 3], env rewards [N], dones [N]."""
+        for pipe, action in zip(self.pipes, actions):
+            pipe.send(int(action))
+        return [np.stack(x) for x in zip(*(pipe.recv() for pipe in self.pipes))]
+
+    def close(self):
+        for pipe in self.pipes:
+            pipe.send(None)

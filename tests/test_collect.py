@@ -189,3 +189,9 @@ def test_platformer_jump_buttons():
     genesis = ["B", "A", "MODE", "START", "UP", "DOWN", "LEFT", "RIGHT", "C", "Y", "X", "Z"]
     assert envs.retro_button_table("SonicTheHedgehog-Genesis-v0", genesis)[4, genesis.index("C")] == 1
     assert envs.retro_button_table(AIRSTRIKER, genesis)[4, genesis.index("B")] == 1  # fire
+
+
+def test_split_flag_writes_a_test_set(tmp_path):
+    result = run_collect("--episodes", 2, "--max-steps", 5, "--split", "test", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert [p.parent.name for p in collect.find_episodes(tmp_path)] == ["test", "test"]

@@ -1,0 +1,425 @@
+"""AutoExplore agent: an actor-critic that seeks out the world model's uncertainty (paper sec. 4, eqs. 2-4).
+
+IRIS's actor-critic (4 conv3x3 + max-pool layers, an LSTM, actor and critic heads) plays a real
+game, trained with PPO over worker processes (as CleanRL's ppo_atari_lstm). The game's reward is
+never used: at each step the frozen tokenizer and dynamics model see o(t-4), o(t-3) and the four
+actions since, predict o(t-2)..o(t), and the reward is the mean of the top 25% of o(t)'s normalised
+token entropies. `--reward env` trains the same agent on the game's own reward instead.
+
+    python agent.py --env Airstriker-Genesis-v0 --dynamics runs/dynamics/ckpt.pt --out runs/agent
+    python agent.py --report --agent runs/agent/agent.pt --dynamics runs/dynamics/ckpt.pt --out runs/agent
+    python collect.py --policy agent --agent runs/agent/agent.pt --out data/explore
+
+Reads a train.py dynamics checkpoint (it names its tokenizer). Writes OUT/agent.pt (atomic; --resume
+goes on from it), OUT/log.jsonl, OUT/curves.png; --report writes OUT/report.json and OUT/report.png.
+"""
+import argparse
+import functools
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.distributions import Categorical
+
+from dynamics import token_entropy
+from envs import ACTION_NAMES, AgentGame, Envs, UserError, check_env, make_game
+
+
+@dataclass
+class AgentConfig:
+    num_actions: int = 5  # RIGHT LEFT UP DOWN JUMP
+    channels: tuple = (32, 32, 64, 64)  # conv3x3 widths, each followed by a 2x2 max-pool
+    hidden: int = 512  # LSTM size
+    resolution: int = 64  # input frames are resolution x resolution RGB
+
+
+PRESETS = {
+    "tiny": AgentConfig(channels=(8, 8, 16, 16), hidden=64),  # CPU tests
+    "small": AgentConfig(channels=(16, 16, 32, 32), hidden=256),
+    "paper": AgentConfig(),  # IRIS's actor-critic, as the paper
+}
+
+
+# ---------------------------------------------------------------------------
+# The AutoExplore reward (paper eqs. 2-4)
+# ---------------------------------------------------------------------------
+
+def autoexplore_reward(logits, top=0.25):
+    """logits [B, h, w, C] of the predicted o(t) -> reward [B], the mean of the top 25% of u (eqs. 3-4)."""
+    u = 2 * token_entropy(logits).flatten(1) / math.log(logits.shape[-1])  # eq. 2: [B, h*w], in [0, 2]
+    # most tokens are the static background code, certain and uninformative: only the top quarter counts
+    return u.topk(max(1, round(top * u.shape[1])), dim=1).values.mean(1)
+
+
+class History:
+    """Per env the last 5 frames o(t-4)..o(t) and the 4 actions a(t-4)..a(t-1) between them."""
+
+    def __init__(self, first_frames):
+        N = len(first_frames)
+        self.frames = np.zeros((N, 5, *first_frames.shape[1:]), np.uint8)  # [N, 5, H, W, 3]
+        self.actions = np.zeros((N, 4), np.int64)  # actions[:, k] turned frames[:, k] into frames[:, k+1]
+        self.count = np.zeros(N, np.int64)  # frames seen since the env's last reset
+        self.restart(np.ones(N, bool), first_frames)
+
+    def push(self, actions, frames):
+        """a(t-1) [N] produced o(t) [N, H, W, 3]: slide the window by one step."""
+        self.frames[:, :-1], self.frames[:, -1] = self.frames[:, 1:], frames
+        self.actions[:, :-1], self.actions[:, -1] = self.actions[:, 1:], actions
+        self.count += 1
+
+    def restart(self, where, frames):
+        """Envs in `where` [N] bool begin a new episode at frames[where]."""
+        self.frames[where, -1], self.count[where] = frames[where], 1
+
+    def context(self):
+        """What the reward sees: (o(t-4), o(t-3)) [N, 2, H, W, 3], a(t-4)..a(t-1) [N, 4], ready [N] bool."""
+        return self.frames[:, :2], self.actions, self.count >= 5
+
+
+@torch.no_grad()
+def world_uncertainty(world, frames, actions, chunk=256):
+    """frames uint8 [B, 2, H, W, 3] = o(t-4), o(t-3), actions [B, 4] = a(t-4)..a(t-1) -> rewards [B]."""
+    tokenizer, dynamics = world
+    device = dynamics.codebook.device
+    out = []
+    for i in range(0, len(frames), chunk):
+        with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+            tokens = tokenizer.encode(torch.from_numpy(frames[i:i + chunk]).to(device).float() / 255)  # [b, 2, 16, 16]
+            # o(t-2), o(t-1) from one argmax pass, then the distribution of every token of o(t)
+            logits = dynamics.predict_logits(tokens, torch.from_numpy(actions[i:i + chunk]).to(device), n_frames=3)
+        out.append(autoexplore_reward(logits).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def intrinsic_reward(world, history):
+    """The reward [N] of every env's last step, in one batched call; 0 until 5 frames exist."""
+    frames, actions, ready = history.context()
+    reward = np.zeros(len(ready), np.float32)
+    if ready.any():
+        reward[ready] = world_uncertainty(world, frames[ready], actions[ready])
+    return reward
+
+
+def load_world_model(path, device):
+    """A train.py dynamics checkpoint -> (tokenizer, dynamics), frozen, on `device`."""
+    from train import load_checkpoint
+    dynamics, ckpt = load_checkpoint(path, device)
+    if ckpt["model_type"] != "dynamics" or not ckpt.get("tokenizer"):
+        raise UserError(f"--dynamics {path} holds a {ckpt['model_type']} model: pass a dynamics checkpoint of train.py")
+    tokenizer, _ = load_checkpoint(ckpt["tokenizer"], device)  # the frozen tokenizer it was trained on
+    return tokenizer.requires_grad_(False), dynamics.requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------
+# The actor-critic (IRIS): CNN encoder -> LSTM -> actor and critic heads
+# ---------------------------------------------------------------------------
+
+class ActorCritic(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = c = config
+        layers, width = [], 3
+        for channels in c.channels:
+            layers += [nn.Conv2d(width, channels, 3, padding=1), nn.MaxPool2d(2), nn.ReLU()]
+            width = channels
+        self.encoder = nn.Sequential(*layers, nn.Flatten())  # [B, width * side * side]
+        side = c.resolution // 2 ** len(c.channels)  # 64 -> 4
+        self.lstm = nn.LSTMCell(width * side * side, c.hidden)
+        self.actor = nn.Linear(c.hidden, c.num_actions)
+        self.critic = nn.Linear(c.hidden, 1)
+        nn.init.orthogonal_(self.actor.weight, 0.01)  # start from a near-uniform policy (as CleanRL)
+        nn.init.zeros_(self.actor.bias)
+
+    def initial_state(self, n, device="cpu"):
+        return torch.zeros(n, self.config.hidden, device=device), torch.zeros(n, self.config.hidden, device=device)
+
+    def forward(self, frames, state, starts):
+        """frames uint8 [T, N, H, W, 3], state (h, c) [N, hidden], starts [T, N] (1: the frame begins an
+        episode) -> logits [T, N, A], values [T, N], state after the last step."""
+        T, N = frames.shape[:2]
+        x = self.encoder(frames.flatten(0, 1).permute(0, 3, 1, 2).float() / 255).view(T, N, -1)
+        h, c, hs = *state, []
+        for t in range(T):
+            keep = 1 - starts[t].float()[:, None]  # a new episode starts from a zero LSTM state
+            h, c = self.lstm(x[t], (h * keep, c * keep))
+            hs.append(h)
+        hs = torch.stack(hs)  # [T, N, hidden]
+        return self.actor(hs), self.critic(hs)[..., 0], (h, c)
+
+
+class Policy:
+    """One game, one step at a time, as collect.py plays: sampled actions, and with probability epsilon a
+    uniformly random one. Without a model it is the random agent."""
+
+    def __init__(self, model=None, epsilon=0.15, name="random"):
+        self.model, self.epsilon, self.name = model, epsilon, name
+        self.device = next(model.parameters()).device if model else None
+        self.reset(0)
+
+    def reset(self, seed):
+        """A new episode: zero LSTM state; the actions depend only on `seed` and the frames."""
+        self.rng, self.generator = np.random.default_rng(seed), torch.Generator().manual_seed(int(seed))
+        self.state = self.model.initial_state(1, self.device) if self.model else None
+        self.start = torch.ones(1, 1, device=self.device)
+
+    @torch.no_grad()
+    def act(self, obs):
+        """obs uint8 [H, W, 3] (AgentGame.obs) -> action index. The LSTM sees every frame."""
+        uniform = int(self.rng.integers(len(ACTION_NAMES)))
+        if self.model is None:
+            return uniform
+        logits, _, self.state = self.model(torch.from_numpy(obs).to(self.device)[None, None], self.state, self.start)
+        self.start = torch.zeros_like(self.start)
+        sampled = int(torch.multinomial(logits[0, 0].softmax(-1).cpu(), 1, generator=self.generator))
+        return uniform if self.rng.random() < self.epsilon else sampled
+
+
+def load_policy(path, device="cpu", epsilon=0.15):
+    """An agent.py checkpoint -> Policy named agent:<folder>/<file> (the `policy` of the episodes it plays)."""
+    ckpt = torch.load(path, map_location=device)
+    model = ActorCritic(AgentConfig(**ckpt["config"])).to(device)
+    model.load_state_dict(ckpt["model"])
+    return Policy(model.eval(), epsilon, f"agent:{Path(path).parent.name}/{Path(path).name}")
+
+
+# ---------------------------------------------------------------------------
+# PPO training (as CleanRL's ppo_atari_lstm): rollout, bootstrap/GAE, minibatch epochs, logging
+# ---------------------------------------------------------------------------
+
+def plot_curves(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, key, title in zip(axes, ("reward", "episode_length"), ("mean reward per step", "episode length, steps")):
+        ax.plot([r["steps"] for r in rows if r[key] is not None], [r[key] for r in rows if r[key] is not None])
+        ax.set(xlabel="agent steps", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(args, make_env=None):
+    """PPO. make_env() -> an envs.py-style game at frame_skip 1, picklable (it runs in the workers);
+    None plays --env. Tests pass a toy game here."""
+    from tqdm import tqdm
+    device, out, path = torch.device(args.device), Path(args.out), Path(args.out) / "agent.pt"
+    ckpt = torch.load(path, map_location=device) if args.resume and path.exists() else None
+    config = AgentConfig(**ckpt["config"]) if ckpt else PRESETS[args.preset]
+    model = ActorCritic(config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-5)
+    start, rows = (ckpt["update"], ckpt["log"]) if ckpt else (0, [])
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # drop rows past the checkpoint
+    torch.manual_seed(args.seed + start)
+    world = load_world_model(args.dynamics, device) if args.reward == "autoexplore" else None
+    make_env = make_env or functools.partial(make_game, args.env, 1, config.resolution)
+    envs = Envs(make_env, args.num_envs, args.frame_skip, args.max_steps, args.seed + start)
+    N, T, R = args.num_envs, args.num_steps, config.resolution
+    num_updates = max(1, args.total_steps // (N * T))
+    obs_buf = torch.zeros(T, N, R, R, 3, dtype=torch.uint8, device=device)
+    starts_buf, actions_buf, logp_buf, values_buf, rewards_buf = torch.zeros(5, T, N, device=device)
+    frames = envs.reset()
+    history, obs, starts = History(frames), torch.from_numpy(frames).to(device), torch.ones(N, device=device)
+    state, ep_length, ep_return = model.initial_state(N, device), np.zeros(N, np.int64), np.zeros(N)
+    bar = tqdm(range(start, num_updates), initial=start, total=num_updates, desc=f"agent ({args.reward})", unit="update")
+    for update in bar:
+        tic, finished = time.perf_counter(), []
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * (1 - update / num_updates)  # linear annealing to 0
+        first_state = tuple(s.clone() for s in state)  # stage 3 re-runs the LSTM from here
+
+        # 1. Rollout: N envs x T steps; the LSTM state carries across steps and updates
+        for t in range(T):
+            obs_buf[t], starts_buf[t] = obs, starts
+            with torch.no_grad():
+                logits, value, state = model(obs[None], state, starts[None])
+            dist = Categorical(logits=logits[0])
+            action = dist.sample()
+            actions_buf[t], logp_buf[t], values_buf[t] = action, dist.log_prob(action), value[0]
+            action_np = action.cpu().numpy()
+            frames, next_obs, env_reward, done = envs.step(action_np)
+            history.push(action_np, frames)
+            # paper eqs. 2-4: the world model's uncertainty; the game's reward only with --reward env
+            # (sign-clipped, as for Atari)
+            reward = intrinsic_reward(world, history) if world else np.sign(env_reward)
+            history.restart(done, next_obs)
+            rewards_buf[t] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            ep_length, ep_return = ep_length + 1, ep_return + reward
+            finished += [(ep_length[i], ep_return[i]) for i in np.flatnonzero(done)]
+            ep_length[done], ep_return[done] = 0, 0
+            obs, starts = torch.from_numpy(next_obs).to(device), torch.as_tensor(done, dtype=torch.float32, device=device)
+
+        # 2. Bootstrap from the value of the next observation; GAE (Schulman et al. 2016)
+        with torch.no_grad():
+            next_value = model(obs[None], state, starts[None])[1][0]
+        advantages, gae = torch.zeros_like(rewards_buf), 0
+        for t in reversed(range(T)):
+            next_starts, next_v = (starts_buf[t + 1], values_buf[t + 1]) if t + 1 < T else (starts, next_value)
+            delta = rewards_buf[t] + args.gamma * next_v * (1 - next_starts) - values_buf[t]
+            advantages[t] = gae = delta + args.gamma * args.gae_lambda * (1 - next_starts) * gae
+        returns = advantages + values_buf
+
+        # 3. PPO epochs; a minibatch is a set of whole env sequences, so the LSTM re-runs from first_state
+        for _ in range(args.epochs):
+            for mb in torch.randperm(N, device=device).chunk(min(args.minibatches, N)):
+                logits, value, _ = model(obs_buf[:, mb], (first_state[0][mb], first_state[1][mb]), starts_buf[:, mb])
+                dist = Categorical(logits=logits)
+                ratio = (dist.log_prob(actions_buf[:, mb].long()) - logp_buf[:, mb]).exp()
+                adv = (advantages[:, mb] - advantages[:, mb].mean()) / (advantages[:, mb].std() + 1e-8)
+                pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - args.clip, 1 + args.clip)).mean()
+                v_loss = 0.5 * (value - returns[:, mb]).pow(2).mean()
+                entropy = dist.entropy().mean()
+                loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+        # 4. Logging: a JSONL row per update; curves and an atomic checkpoint every --save-every updates
+        lengths, ep_returns = zip(*finished) if finished else (None, None)
+        rows.append({"update": update + 1, "steps": (update + 1) * N * T, "reward": rewards_buf.mean().item(),
+                     "episode_length": float(np.mean(lengths)) if finished else None,
+                     "episode_return": float(np.mean(ep_returns)) if finished else None,
+                     "pg_loss": pg_loss.item(), "v_loss": v_loss.item(), "entropy": entropy.item(),
+                     "steps_per_s": N * T / (time.perf_counter() - tic)})
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(rows[-1]) + "\n")
+        bar.set_postfix(reward=f"{rows[-1]['reward']:.3f}", steps_per_s=f"{rows[-1]['steps_per_s']:.0f}")
+        if (update + 1) % args.save_every == 0 or update + 1 == num_updates:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(config),
+                        "args": vars(args), "update": update + 1, "log": rows}, out / ".agent.pt.tmp")
+            os.replace(out / ".agent.pt.tmp", path)  # atomic: an interrupted save never leaves a half file
+            plot_curves(rows, out / "curves.png")
+    envs.close()
+
+
+# ---------------------------------------------------------------------------
+# Exploration report: the random agent and the trained agent, same game and step budget
+# ---------------------------------------------------------------------------
+
+X_KEYS = ("x", "xpos", "x_position", "player_x")  # RAM variables that hold the player's x, where a game names one
+
+
+def ram_x(game):
+    """The player's x from stable-retro's named RAM variables; None where the game names none."""
+    data = getattr(getattr(game, "env", None), "data", None)
+    info = data.lookup_all() if data is not None else {}
+    return next((info[k] for k in X_KEYS if k in info), None)
+
+
+def play(policy, game, budget, max_steps):
+    """`budget` steps of `policy` -> per episode (frames [T+1, H, W, 3], actions [T], farthest |x - x0| or None)."""
+    episodes = []
+    while budget > 0:
+        policy.reset(len(episodes))
+        frames, actions = [game.reset(len(episodes))], []
+        xs = [ram_x(game.game)]
+        while len(actions) < min(budget, max_steps):
+            frame, _, done = game.step(action := policy.act(game.obs))
+            if frame is None:
+                break
+            frames.append(frame), actions.append(action), xs.append(ram_x(game.game))
+            if done:
+                break
+        budget -= max(1, len(actions))
+        far = max(abs(x - xs[0]) for x in xs) if xs[0] is not None else None
+        episodes.append((np.stack(frames), np.array(actions), far))
+    return episodes
+
+
+def report(args):
+    world, results = load_world_model(args.dynamics, args.device), {}
+    for policy in (Policy(), load_policy(args.agent, "cpu", args.epsilon)):
+        game = AgentGame(make_game(args.env, 1, 64), args.frame_skip)
+        episodes = play(policy, game, args.report_steps, args.max_steps)
+        game.close()
+        # the reward of each step t >= 4 from o(t-4), o(t-3) and a(t-4)..a(t-1), as in training
+        windows = [(f[t - 4:t - 2], a[t - 4:t]) for f, a, _ in episodes for t in range(4, len(f))]
+        rewards = world_uncertainty(world, *map(np.stack, zip(*windows))) if windows else np.zeros(1)
+        far = [d for *_, d in episodes if d is not None]
+        name = policy.name.split(":")[0]
+        results[name] = {"episodes": len(episodes), "steps": sum(len(a) for _, a, _ in episodes),
+                         "autoexplore_reward": float(rewards.mean()),
+                         "distinct_frames": len({hash(f.tobytes()) for frames, _, _ in episodes for f in frames}),
+                         "x_displacement": float(np.mean(far)) if far else None}  # None: the game names no x in RAM
+        print(f"{name:6s} " + ", ".join(f"{k} {v}" for k, v in results[name].items()))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps({"env": args.env, "agent": args.agent, **results}, indent=2))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+    for ax, key in zip(axes, ("autoexplore_reward", "distinct_frames", "x_displacement")):
+        ax.bar(list(results), [r[key] or 0 for r in results.values()], color=["grey", "tab:blue"])
+        ax.set_title(key.replace("_", " "))
+        if results["random"][key] is None:
+            ax.text(0.5, 0.5, "the game names no x in RAM:\nsee distinct frames", ha="center", transform=ax.transAxes)
+    fig.suptitle(f"{args.env}: {args.report_steps} steps per agent")
+    fig.tight_layout()
+    fig.savefig(out / "report.png", dpi=100)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--env", default="Airstriker-Genesis-v0", help="stable-retro game id or procgen:<name>")
+    p.add_argument("--reward", choices=["autoexplore", "env"], default="autoexplore", help="world-model uncertainty (paper eqs. 2-4) or the game's own reward")
+    p.add_argument("--dynamics", help="dynamics checkpoint of train.py (it names its tokenizer); for --reward autoexplore and --report")
+    p.add_argument("--preset", choices=list(PRESETS), default="paper", help="actor-critic size")
+    p.add_argument("--num-envs", type=int, default=8, help="parallel games, one worker process each")
+    p.add_argument("--num-steps", type=int, default=128, help="rollout length per env and update, agent steps")
+    p.add_argument("--total-steps", type=int, default=1_000_000, help="agent steps over all envs")
+    p.add_argument("--max-steps", type=int, default=500, help="agent steps per episode at most")
+    p.add_argument("--frame-skip", type=int, default=None, help="action repeat (default: 4 for retro, 1 for procgen, as collect.py)")
+    p.add_argument("--lr", type=float, default=2.5e-4, help="Adam learning rate, annealed linearly to 0")
+    p.add_argument("--gamma", type=float, default=0.99, help="discount per agent step")
+    p.add_argument("--gae-lambda", type=float, default=0.95, help="GAE lambda")
+    p.add_argument("--epochs", type=int, default=4, help="PPO epochs per rollout")
+    p.add_argument("--minibatches", type=int, default=4, help="minibatches per epoch (the envs are split)")
+    p.add_argument("--clip", type=float, default=0.1, help="PPO ratio clip")
+    p.add_argument("--ent-coef", type=float, default=0.01, help="entropy bonus weight")
+    p.add_argument("--vf-coef", type=float, default=0.5, help="value loss weight")
+    p.add_argument("--max-grad-norm", type=float, default=0.5, help="gradient clip, global L2 norm")
+    p.add_argument("--save-every", type=int, default=10, help="checkpoint and curves every this many updates")
+    p.add_argument("--seed", type=int, default=0, help="seed of the policy and of the episodes")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device of the agent and the world model")
+    p.add_argument("--out", default="runs/agent", help="folder of agent.pt, log.jsonl, curves.png and the report")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/agent.pt")
+    p.add_argument("--report", action="store_true", help="compare the random agent and --agent instead of training")
+    p.add_argument("--agent", help="agent checkpoint for --report")
+    p.add_argument("--report-steps", type=int, default=2000, help="agent steps per agent in --report")
+    p.add_argument("--epsilon", type=float, default=0.15, help="share of uniformly random actions in --report, as collect.py")
+    args = p.parse_args(argv)
+    if (args.reward == "autoexplore" or args.report) and not args.dynamics:
+        p.error("--dynamics CKPT is needed for the AutoExplore reward and for --report (or train with --reward env)")
+    if args.report and not args.agent:
+        p.error("--report needs --agent CKPT, an agent.py checkpoint")
+    args.frame_skip = args.frame_skip or (1 if args.env.startswith("procgen:") else 4)
+    return args
+
+
+def main(argv=None, make_env=None):
+    args = parse_args(argv)
+    if make_env is None:
+        check_env(args.env)
+    if args.report:
+        return report(args)
+    train(args, make_env)
+
+
+if __name__ == "__main__":
+    import sys
+    try:
+        main()
+    except UserError as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,369 @@
+"""Evaluate a world model: fidelity, controllability, pictures, and a playable window.
+
+GenieRedux paper sec. 5 (FID, PSNR, SSIM, and Genie's delta_t PSNR with t = 4), SPEC sec. 7. A test
+window is 2 context frames + 10 predicted frames, one every 20 frames of an episode, predicted in one
+MaskGIT run ("one-go") or frame by frame ("autoregressive"). Every table also has the tokenizer's own
+reconstruction (the ceiling) and a copy of the last context frame (the floor).
+
+    python evaluate.py --dynamics runs/dynamics/ckpt.pt --data data/airstriker --out runs/eval
+    python evaluate.py --play --dynamics runs/dynamics/ckpt.pt --data data/airstriker    # arrows, space, r, q
+    python evaluate.py --play --keys RRRJLL --dynamics runs/dynamics/ckpt.pt --data data/airstriker --out runs/play
+
+Reads the episodes in DIR/test, else DIR/val, else every .npz under DIR (any episode files, SPEC
+sec. 4), and the tokenizer checkpoint named in the dynamics checkpoint (or --tokenizer). Writes to
+--out: metrics.json, results.md, horizon.png, rollouts.png/.gif, tokens.png, uncertainty.png (play:
+play.gif). FID needs the FID Inception weights (fid.py); without them it is reported unavailable.
+"""
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from collect import EpisodeError, find_episodes, load_episode
+from dynamics import token_entropy
+from envs import UserError
+from fid import WEIGHTS_NAME, FeatureStats, FIDUnavailable, inception_features, load_inception
+from play import ACTION_LETTERS, Player, play_keys, play_window, save_gif, to_uint8
+
+CONTEXT, HORIZON, STRIDE = 2, 10, 20  # frames given, frames predicted, frames between window starts
+DELTA_T = 4  # delta_t PSNR is read at the 4th predicted frame, as in Genie and the paper
+# Identical frames (MSE 0) score PSNR_CAP instead of inf, so averages stay finite: the PSNR of the rounding
+# noise of 8-bit pixels (MSE = 1 / (12 * 255^2)), ~58.9 dB. Closer than that, uint8 frames cannot tell.
+PSNR_CAP = 10 * math.log10(12 * 255 ** 2)
+
+
+# ---------------------------------------------------------------------------
+# Metrics on frames [..., H, W, 3] in [0, 1]
+# ---------------------------------------------------------------------------
+
+def psnr(x, y):
+    """PSNR in dB with peak 1: [..., H, W, 3] -> [...]; identical frames give PSNR_CAP."""
+    mse = (x.float() - y.float()).square().mean((-3, -2, -1))
+    return (-10 * torch.log10(mse)).clamp(max=PSNR_CAP)
+
+
+def ssim(x, y, size=11, sigma=1.5):
+    """SSIM (Wang et al. 2004): 11x11 Gaussian window, sigma 1.5, data range 1, each RGB channel, averaged.
+
+    [..., H, W, 3] -> [...]. Only windows that lie fully inside the image count (no padding).
+    """
+    lead, (H, W) = x.shape[:-3], x.shape[-3:-1]
+    x, y = (z.float().reshape(-1, H, W, 3).permute(0, 3, 1, 2) for z in (x, y))  # [N, 3, H, W]
+    g = torch.exp(-(torch.arange(size, device=x.device) - size // 2) ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+
+    def blur(z):  # separable Gaussian mean, per channel
+        z = F.conv2d(z, g.view(1, 1, 1, size).expand(3, 1, 1, size), groups=3)
+        return F.conv2d(z, g.view(1, 1, size, 1).expand(3, 1, size, 1), groups=3)
+
+    mx, my = blur(x), blur(y)
+    vx, vy, cov = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    s = (2 * mx * my + c1) * (2 * cov + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    return s.mean((1, 2, 3)).view(lead)
+
+
+# ---------------------------------------------------------------------------
+# Test windows and the evaluation loop (usable on in-memory models)
+# ---------------------------------------------------------------------------
+
+def cut_windows(frames, actions, context=CONTEXT, horizon=HORIZON, stride=STRIDE):
+    """Windows of one episode: (frames [context+horizon, H, W, 3], actions [context+horizon-1]) every `stride` frames."""
+    n = context + horizon
+    return [(frames[s:s + n], actions[s:s + n - 1]) for s in range(0, len(frames) - n + 1, stride)]
+
+
+def load_windows(root, max_windows=None, resolution=64):
+    """Test windows of the episodes in DIR/test, else in DIR/val, else of every .npz under DIR."""
+    root = Path(root)
+    split = next((s for s in ("test", "val") if find_episodes(root / s)), "")
+    paths, windows = find_episodes(root / split), []
+    if not paths:
+        raise UserError(f"no .npz episodes under {root}")
+    for path in paths:
+        episode = load_episode(path, resolution)
+        windows += cut_windows(episode["frames"], episode["actions"])
+        if max_windows and len(windows) >= max_windows:
+            break
+    if not windows:
+        raise UserError(f"no episode of the {len(paths)} under {root} is long enough: a test window needs "
+                        f"{CONTEXT + HORIZON} frames ({CONTEXT} context + {HORIZON} predicted)")
+    return windows[:max_windows]
+
+
+@torch.no_grad()
+def evaluate_windows(dynamics, decode_fn, encode_fn, windows, modes=("one-go",), steps=25, temperature=1.0,
+                     batch_size=8, seed=0, inception=None, device="cpu"):
+    """Metrics of a dynamics model on test windows: the whole evaluation, without files.
+
+    windows: (frames uint8 [12, H, W, 3], actions int64 [11]) pairs, e.g. from load_windows.
+    encode_fn: frames float [B, T, H, W, 3] in [0, 1] -> ids [B, T, h, w]; decode_fn: ids -> frames.
+    modes: "one-go" and/or "autoregressive". inception: a fid.FIDInceptionV3, or None for no FID.
+    Returns (metrics, a JSON-ready dict; sample, the first window's clips, tokens and actions).
+    """
+    device = torch.device(device)
+    rows = [*modes, "tokenizer", "copy-last-frame"]
+    psnrs, ssims, random_psnrs = {r: [] for r in rows}, {r: [] for r in rows}, {m: [] for m in modes}
+    features = {r: FeatureStats() for r in ["truth", *rows]}  # Inception features of the frames, for FID
+    action_rng, sample = torch.Generator().manual_seed(seed), None
+    bar = tqdm(range(0, len(windows), batch_size), desc="evaluate", unit="batch")
+    for start in bar:
+        batch = windows[start:start + batch_size]
+        frames = torch.from_numpy(np.stack([f for f, _ in batch])).to(device).float() / 255  # [B, 12, H, W, 3]
+        actions = torch.from_numpy(np.stack([a for _, a in batch])).to(device)  # [B, 11]
+        # x^' of delta_t PSNR: the actions that make the predicted frames are replaced by uniform random ones
+        random = torch.randint(dynamics.config.num_actions, (len(batch), HORIZON), generator=action_rng).to(device)
+        random_actions = torch.cat([actions[:, :CONTEXT - 1], random], 1)  # [B, 11]
+        truth = frames[:, CONTEXT:]  # [B, 10, H, W, 3]
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            tokens = encode_fn(frames)  # [B, 12, h, w]
+            preds = {"tokenizer": decode_fn(tokens)[:, CONTEXT:].float(),
+                     "copy-last-frame": frames[:, CONTEXT - 1:CONTEXT].expand_as(truth)}
+            clips = {}
+            for mode in modes:
+                generate = dynamics.generate if mode == "one-go" else dynamics.generate_autoregressive
+                for name, acts in (("true actions", actions), ("random actions", random_actions)):
+                    generator = torch.Generator(device).manual_seed(seed + start)  # both branches: same sampler noise
+                    out = generate(tokens[:, :CONTEXT], acts, HORIZON, steps, temperature, generator)
+                    clips[f"{mode}, {name}"] = decode_fn(out).float()  # [B, 12, H, W, 3]
+                preds[mode] = clips[f"{mode}, true actions"][:, CONTEXT:]
+                random_psnrs[mode].append(psnr(truth, clips[f"{mode}, random actions"][:, CONTEXT:]).cpu())
+        for row in rows:
+            psnrs[row].append(psnr(truth, preds[row]).cpu())
+            ssims[row].append(ssim(truth, preds[row]).cpu())
+        if inception is not None:
+            for row, x in (("truth", truth), *((r, preds[r]) for r in rows)):
+                features[row].add(inception_features(inception, x.flatten(0, 1)))
+        if sample is None:  # the first window, for the pictures
+            sample = {"clips": {"ground truth": frames[0].cpu(), **{k: v[0].cpu() for k, v in clips.items()}},
+                      "tokens": tokens[0].cpu(), "actions": actions[0].cpu()}
+        bar.set_postfix(psnr=f"{torch.cat(psnrs[rows[0]]).mean():.2f}")
+
+    metrics = {"windows": len(windows), "context": CONTEXT, "horizon": HORIZON, "delta_t": DELTA_T,
+               "steps": steps, "temperature": temperature, "psnr_cap": PSNR_CAP, "rows": {}}
+    for row in rows:
+        p, s = torch.cat(psnrs[row]), torch.cat(ssims[row])  # [N, HORIZON]: per window, per predicted frame
+        fid = features[row].fid(features["truth"]) if inception else None
+        m = metrics["rows"][row] = {"psnr": p.mean().item(), "ssim": s.mean().item(), "fid": fid,
+                                    "psnr_by_horizon": p.mean(0).tolist(), "ssim_by_horizon": s.mean(0).tolist()}
+        if row in modes:  # delta_t PSNR = PSNR(x_t, x^_t) - PSNR(x_t, x^'_t), t = DELTA_T
+            m["psnr_random_actions_by_horizon"] = torch.cat(random_psnrs[row]).mean(0).tolist()
+            m["delta_psnr"] = m["psnr_by_horizon"][DELTA_T - 1] - m["psnr_random_actions_by_horizon"][DELTA_T - 1]
+    return metrics, sample
+
+
+@torch.no_grad()
+def token_uncertainty(dynamics, tokens, actions):
+    """Per-token entropy of each frame's prediction from the true frames before it (paper Fig. 6).
+
+    tokens [T, h, w], actions [T-1] -> entropy / ln(codebook size), in [0, 1], [T-1, h, w] for frames 1..T-1.
+    """
+    logits = [dynamics.predict_logits(tokens[None, :t], actions[None, :t], 1)[0] for t in range(1, len(tokens))]
+    logits = torch.stack(logits)  # [T-1, h, w, C]
+    return (token_entropy(logits) / math.log(logits.shape[-1])).float().cpu()
+
+
+# ---------------------------------------------------------------------------
+# Reports: metrics.json, results.md and the pictures
+# ---------------------------------------------------------------------------
+
+ROW_NAMES = {"one-go": "dynamics, one-go", "autoregressive": "dynamics, autoregressive",
+             "tokenizer": "tokenizer reconstruction (ceiling)", "copy-last-frame": "copy last context frame (floor)"}
+
+
+def results_table(metrics):
+    """The markdown table of results.md: one row per model, baseline and ceiling."""
+    lines = [f"| | PSNR (dB) | SSIM | delta_t PSNR (t={DELTA_T}) | FID |", "|---|---|---|---|---|"]
+    for row, m in metrics["rows"].items():
+        delta = f"{m['delta_psnr']:.3f}" if "delta_psnr" in m else "-"
+        fid = "unavailable" if m["fid"] is None else f"{m['fid']:.2f}"
+        lines.append(f"| {ROW_NAMES[row]} | {m['psnr']:.2f} | {m['ssim']:.4f} | {delta} | {fid} |")
+    reason = metrics.get("fid_unavailable")
+    return "\n".join(lines + ([f"\nFID unavailable: {reason}"] if reason else []))
+
+
+def save_grid(plt, rows, titles, path, colorbar=None):
+    """One picture of rows of frames: rows is {label: float [T, H, W, 3] in [0, 1]}; columns are time steps."""
+    framed = {k: np.pad(v, ((0, 0), (0, 2), (0, 2), (0, 0)), constant_values=1) for k, v in rows.items()}  # white gaps
+    H, W = next(iter(framed.values())).shape[1:3]
+    grid = np.concatenate([np.concatenate(list(frames), 1) for frames in framed.values()], 0)  # [rows*H, T*W, 3]
+    fig, ax = plt.subplots(figsize=(grid.shape[1] / 70 + 2, grid.shape[0] / 70 + 0.5))
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_xticks(np.arange(len(titles)) * W + W / 2, titles, fontsize=7)
+    ax.set_yticks(np.arange(len(rows)) * H + H / 2, list(rows), fontsize=7)
+    ax.tick_params(length=0, labeltop=True, labelbottom=False)
+    if colorbar:
+        fig.colorbar(plt.cm.ScalarMappable(cmap=colorbar[0]), ax=ax, label=colorbar[1], fraction=0.02)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_report(out, metrics, sample, uncertainty):
+    """metrics.json, results.md, horizon.png, rollouts.png/.gif, tokens.png, uncertainty.png into `out`."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "results.md").write_text(
+        f"# Evaluation of {metrics.get('dynamics', 'a model')}\n\n{metrics['windows']} windows ({CONTEXT} context + "
+        f"{HORIZON} predicted frames) of {metrics.get('data', 'episodes')}; MaskGIT {metrics['steps']} steps, temperature "
+        f"{metrics['temperature']}; PSNR capped at {PSNR_CAP:.1f} dB (8-bit rounding noise).\n\n"
+        f"{results_table(metrics)}\n\n![PSNR by horizon](horizon.png)\n![rollouts](rollouts.png)\n")
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for row, m in metrics["rows"].items():
+        ax.plot(range(1, HORIZON + 1), m["psnr_by_horizon"], marker="o", label=ROW_NAMES[row])
+    ax.set(xlabel="predicted frame (horizon)", ylabel="PSNR (dB)", title="PSNR by horizon")
+    ax.legend(fontsize=7), fig.tight_layout(), fig.savefig(out / "horizon.png", dpi=100), plt.close(fig)
+
+    letters = [ACTION_LETTERS[a] if a < len(ACTION_LETTERS) else str(a) for a in sample["actions"].tolist()]
+    titles = [f"ctx {t}" if t < CONTEXT else f"+{t - CONTEXT + 1} {letters[t - 1]}" for t in range(CONTEXT + HORIZON)]
+    clips = {k: v.clamp(0, 1).numpy() for k, v in sample["clips"].items()}
+    save_grid(plt, clips, titles, out / "rollouts.png")
+    save_gif(out / "rollouts.gif", [to_uint8(np.concatenate([c[t] for c in clips.values()], 1))
+                                    for t in range(CONTEXT + HORIZON)], scale=2)  # left to right: the rows of rollouts.png
+    truth, tokens = clips["ground truth"], sample["tokens"].numpy()  # [T, H, W, 3], [T, h, w]
+    scale = truth.shape[1] // tokens.shape[1]  # pixels per token
+    palette = np.random.default_rng(0).random((tokens.max() + 1, 3))  # paper Fig. 5: one fixed colour per code id
+    token_map = palette[tokens].repeat(scale, 1).repeat(scale, 2)
+    save_grid(plt, {"frames": truth, "token ids": token_map}, titles, out / "tokens.png")
+    heat = plt.get_cmap("magma")(uncertainty.numpy())[..., :3].repeat(scale, 1).repeat(scale, 2)  # paper Fig. 6
+    save_grid(plt, {"frames": truth[1:], "uncertainty": heat}, titles[1:], out / "uncertainty.png",
+              colorbar=("magma", "entropy / ln(codes)"))
+
+
+def compare(run_dirs, out):
+    """One table and one figure over several evaluations on the same test set (loop.sh, paper Tab. 5).
+
+    run_dirs: evaluate.py output folders (their metrics.json); writes OUT/results.md and OUT/results.png.
+    """
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    runs = {Path(d).name: json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs}
+    lines = [f"| model | PSNR (dB) | SSIM | delta_t PSNR (t={DELTA_T}) | FID |", "|---|---|---|---|---|"]
+    bars = {}
+    for name, metrics in runs.items():
+        for row, m in metrics["rows"].items():
+            if row == "copy-last-frame" and name != next(iter(runs)):
+                continue  # the floor depends only on the test set: one row is enough
+            label = f"{name}, {ROW_NAMES[row]}" if row != "copy-last-frame" else ROW_NAMES[row]
+            fid = "unavailable" if m["fid"] is None else f"{m['fid']:.2f}"
+            delta = f"{m['delta_psnr']:.3f}" if "delta_psnr" in m else "-"
+            lines.append(f"| {label} | {m['psnr']:.2f} | {m['ssim']:.4f} | {delta} | {fid} |")
+            if "delta_psnr" in m:
+                bars[f"{name}\n{row}"] = (m["psnr"], m["delta_psnr"])
+    first = next(iter(runs.values()))
+    reason = first.get("fid_unavailable")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "results.md").write_text(
+        f"# Results\n\n{first['windows']} test windows of {first.get('data', 'the test set')} ({CONTEXT} context + "
+        f"{HORIZON} predicted frames), MaskGIT {first['steps']} steps, temperature {first['temperature']}.\n\n"
+        + "\n".join(lines) + (f"\n\nFID unavailable: {reason}" if reason else "") + "\n\n![results](results.png)\n")
+    fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.4 * len(bars)), 3.5))
+    for ax, k, title in zip(axes, range(2), ("PSNR (dB)", f"delta_t PSNR (t={DELTA_T})")):
+        ax.bar(list(bars), [v[k] for v in bars.values()], color="tab:blue")
+        ax.set_title(title), ax.tick_params(axis="x", labelsize=6)
+    floor = first["rows"]["copy-last-frame"]["psnr"]
+    axes[0].axhline(floor, color="grey", ls="--", label=f"copy last frame {floor:.1f}"), axes[0].legend(fontsize=7)
+    axes[0].set_ylim(min(floor, *(v[0] for v in bars.values())) - 2, None)
+    fig.tight_layout(), fig.savefig(Path(out) / "results.png", dpi=100), plt.close(fig)
+    print((Path(out) / "results.md").read_text())
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+def load_models(dynamics_path, tokenizer_path, device):
+    """(dynamics, tokenizer) from train.py checkpoints; the tokenizer defaults to the one the dynamics recorded."""
+    from train import load_checkpoint
+
+    def load(path, kind, flag):
+        try:
+            model, ckpt = load_checkpoint(path, device)  # raises UserError for a missing file
+        except (KeyError, TypeError, RuntimeError, EOFError) as e:
+            raise UserError(f"{flag} {path} is not a {kind} checkpoint of train.py ({type(e).__name__}: {e})") from None
+        if ckpt["model_type"] != kind:
+            raise UserError(f"{flag} {path} holds a {ckpt['model_type']} model, not a {kind} model")
+        return model, ckpt
+
+    dynamics, ckpt = load(dynamics_path, "dynamics", "--dynamics")
+    if tokenizer_path is None:
+        tokenizer_path = ckpt.get("tokenizer")
+        if not tokenizer_path or not Path(tokenizer_path).is_file():
+            raise UserError(f"the tokenizer {dynamics_path} was trained on ({tokenizer_path}) is not there: "
+                            f"pass --tokenizer PATH")
+    tokenizer = load(tokenizer_path, "tokenizer", "--tokenizer")[0]
+    codes = tokenizer.codebook()  # the dynamics model keeps a copy of the codebook its tokens index
+    if dynamics.codebook.shape != codes.shape or not torch.allclose(dynamics.codebook, codes, atol=1e-5):
+        raise UserError(f"--tokenizer {tokenizer_path} has other codes than the tokenizer {dynamics_path} was trained on")
+    return dynamics, tokenizer
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dynamics", help="dynamics checkpoint written by train.py (required but for --compare)")
+    p.add_argument("--data", help="episodes: DIR/test, else DIR/val, else every .npz under DIR (required but for --compare)")
+    p.add_argument("--tokenizer", help="tokenizer checkpoint (default: the one the dynamics checkpoint records)")
+    p.add_argument("--out", default="runs/eval", help="folder for metrics.json, results.md, pictures (default runs/eval)")
+    p.add_argument("--mode", choices=["one-go", "autoregressive", "both"], default="both",
+                   help="10 frames in one MaskGIT run, one frame at a time, or both (default both)")
+    p.add_argument("--steps", type=int, default=25, help="MaskGIT steps per generated frame or run (default 25)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0 = argmax (default 1.0)")
+    p.add_argument("--max-windows", type=int, help="evaluate at most this many test windows (default: all)")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the random actions (default 0)")
+    p.add_argument("--inception-weights", help=f"FID Inception weights (default: torch hub dir/checkpoints/{WEIGHTS_NAME})")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device (default cuda if present)")
+    p.add_argument("--play", action="store_true", help="play the world model in a window: arrows, space = JUMP, r, q")
+    p.add_argument("--keys", help="play these keys headless (letters R L U D J, e.g. RRJLL) and save OUT/play.gif")
+    p.add_argument("--compare", nargs="+", metavar="EVAL_DIR", help="tabulate several evaluation folders into OUT/results.md and OUT/results.png")
+    args = p.parse_args(argv)
+    if not args.compare and not (args.dynamics and args.data):
+        p.error("--dynamics CKPT and --data DIR are required (or --compare EVAL_DIR ...)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.compare:
+        return compare(args.compare, args.out)
+    dynamics, tokenizer = load_models(args.dynamics, args.tokenizer, args.device)
+    windows = load_windows(args.data, 1 if args.play or args.keys else args.max_windows, tokenizer.config.resolution)
+    if max(int(a.max()) for _, a in windows) >= dynamics.config.num_actions:
+        raise UserError(f"episodes in {args.data} use action ids beyond the model's {dynamics.config.num_actions} actions")
+    if args.play or args.keys:
+        frames, actions = windows[0]
+        player = Player(dynamics, tokenizer.encode, tokenizer.decode, frames[:CONTEXT], actions[:CONTEXT - 1],
+                        args.steps, args.temperature, device=args.device, seed=args.seed)
+        if args.keys is None:
+            return play_window(player)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        save_gif(Path(args.out) / "play.gif", play_keys(player, args.keys))
+        return print(f"wrote {Path(args.out) / 'play.gif'} ({len(args.keys) + 1} frames)")
+    try:
+        inception, fid_reason = load_inception(args.inception_weights, args.device), None
+    except FIDUnavailable as e:
+        inception, fid_reason = None, str(e)
+    modes = ["one-go", "autoregressive"] if args.mode == "both" else [args.mode]
+    metrics, sample = evaluate_windows(dynamics, tokenizer.decode, tokenizer.encode, windows, modes, args.steps,
+                                       args.temperature, args.batch_size, args.seed, inception, args.device)
+    metrics.update(dynamics=str(args.dynamics), data=str(args.data), fid_unavailable=fid_reason)
+    uncertainty = token_uncertainty(dynamics, sample["tokens"].to(args.device), sample["actions"].to(args.device))
+    write_report(args.out, metrics, sample, uncertainty)
+    print(f"{results_table(metrics)}\nwrote metrics.json, results.md and pictures to {args.out}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (UserError, EpisodeError) as e:
+        sys.exit(f"error: {e}")

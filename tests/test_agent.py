@@ -1,0 +1,285 @@
+"""agent.py: the AutoExplore reward (paper eqs. 2-4) and its inputs, the actor-critic's LSTM, action
+repeat with max-pooling, PPO learning a toy game, and the whole loop on Airstriker with a tiny world model."""
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import agent
+import envs
+import collect
+from conftest import ROOT
+
+C = 1024  # codebook size of the hand-made logits
+
+
+# ---------------------------------------------------------------------------
+# The reward: closed forms (paper eqs. 2-4)
+# ---------------------------------------------------------------------------
+
+def support_logits(sizes):
+    """Logits [1, 16, 16, C] whose token i is uniform over its first sizes[i] codes: entropy ln sizes[i]."""
+    logits = torch.full((256, C), -1e9)
+    for i, k in enumerate(sizes):
+        logits[i, :k] = 0
+    return logits.view(1, 16, 16, C)
+
+
+def test_reward_is_two_for_uniform_and_zero_for_certain_predictions():
+    assert torch.allclose(agent.autoexplore_reward(torch.zeros(3, 16, 16, C)), torch.full((3,), 2.0))
+    one_hot = 100 * torch.nn.functional.one_hot(torch.randint(C, (3, 16, 16)), C).float()
+    assert agent.autoexplore_reward(one_hot).max() < 1e-6
+
+
+def test_reward_is_the_mean_of_exactly_the_top_quarter():
+    # 64 of 256 tokens uncertain (u = 2), the rest certain: the top quarter is exactly the uncertain ones
+    assert agent.autoexplore_reward(support_logits([C] * 64 + [1] * 192)).item() == pytest.approx(2.0, abs=1e-5)
+    # one fewer uncertain token: the quarter now holds a certain one
+    assert agent.autoexplore_reward(support_logits([C] * 63 + [1] * 193)).item() == pytest.approx(2 * 63 / 64, abs=1e-5)
+    # a spread of uncertainties: u_i = 2 ln k_i / ln C, the mean of the 64 largest
+    sizes = np.random.default_rng(0).integers(1, C + 1, 256)
+    u = np.sort(2 * np.log(sizes) / math.log(C))[::-1]
+    assert agent.autoexplore_reward(support_logits(sizes)).item() == pytest.approx(u[:64].mean(), abs=1e-4)
+    assert u[:64].mean() != pytest.approx(u[:65].mean(), abs=1e-4)  # the case tells a quarter from more
+
+
+# ---------------------------------------------------------------------------
+# The reward sees o(t-4), o(t-3) and a(t-4)..a(t-1), batched over envs
+# ---------------------------------------------------------------------------
+
+class FakeTokenizer:
+    def encode(self, frames):
+        """Every token of a frame is the frame's brightness (0..255): the test reads frames back from ids."""
+        return (frames[..., 0, 0, 0] * 255).round().long()[..., None, None].expand(-1, -1, 16, 16)
+
+
+class FakeDynamics:
+    codebook = torch.zeros(1)  # the device the reward puts its inputs on
+
+    def __init__(self):
+        self.calls = []
+
+    def predict_logits(self, context_tokens, actions, n_frames):
+        self.calls.append((context_tokens[:, :, 0, 0].tolist(), actions.tolist(), n_frames))
+        return torch.zeros(len(actions), 16, 16, 8)  # uniform: reward 2
+
+
+def test_reward_gets_the_right_frames_and_actions():
+    frame = lambda value: np.full((64, 64, 3), value, np.uint8)
+    dynamics = FakeDynamics()
+    world = (FakeTokenizer(), dynamics)
+    history = agent.History(np.stack([frame(0), frame(100)]))
+    seen = [[0], [100]]  # per env the frames since its reset, and the actions between them
+    acts = [[], []]
+    for t in range(1, 11):
+        actions = np.array([t % 5, (3 * t) % 5])
+        frames = np.stack([frame(t), frame(100 + t)])
+        history.push(actions, frames)
+        for i in range(2):
+            seen[i].append(int(frames[i, 0, 0, 0])), acts[i].append(int(actions[i]))
+        dynamics.calls.clear()
+        reward = agent.intrinsic_reward(world, history)
+        ready = [i for i in range(2) if len(seen[i]) >= 5]
+        np.testing.assert_allclose(reward, [2.0 if i in ready else 0.0 for i in range(2)])
+        if ready:  # one batched call for all ready envs
+            (context, call_actions, n_frames), = dynamics.calls
+            assert n_frames == 3  # predicts o(t-2), o(t-1), o(t)
+            assert context == [seen[i][-5:-3] for i in ready]  # o(t-4), o(t-3)
+            assert call_actions == [acts[i][-4:] for i in ready]  # a(t-4), a(t-3), a(t-2), a(t-1)
+        else:
+            assert dynamics.calls == []
+        if t == 6:  # env 1's episode ends: it restarts from a new first frame, env 0 goes on
+            history.restart(np.array([False, True]), np.stack([frame(0), frame(200)]))
+            seen[1], acts[1] = [200], []
+
+
+# ---------------------------------------------------------------------------
+# The actor-critic and the game wrapper
+# ---------------------------------------------------------------------------
+
+def test_lstm_state_is_reset_at_episode_starts_and_carried_otherwise():
+    torch.manual_seed(0)
+    model = agent.ActorCritic(agent.PRESETS["tiny"])
+    frames = torch.randint(0, 256, (6, 2, 64, 64, 3), dtype=torch.uint8)
+    starts = torch.zeros(6, 2)
+    starts[0] = 1
+    starts[3, 0] = 1  # env 0 begins a new episode at step 3, env 1 does not
+    with torch.no_grad():
+        logits, values, _ = model(frames, model.initial_state(2), starts)
+        first = torch.tensor([[1.0], [0.0], [0.0]])
+        fresh = lambda env: model(frames[3:, env:env + 1], model.initial_state(1), first)
+        torch.testing.assert_close(logits[3:, 0], fresh(0)[0][:, 0])  # reset: as if the episode began here
+        torch.testing.assert_close(values[3:, 0], fresh(0)[1][:, 0])
+        assert (values[3:, 1] - fresh(1)[1][:, 0]).abs().min() > 1e-4  # carried: the past still matters
+        state, stepwise = model.initial_state(2), []  # one step at a time (the rollout) == the sequence (the update)
+        for t in range(6):
+            out, _, state = model(frames[t:t + 1], state, starts[t:t + 1])
+            stepwise.append(out[0])
+        torch.testing.assert_close(torch.stack(stepwise), logits)
+    policy = agent.Policy(model, epsilon=0.0)  # collect.py's policy: its state carries until reset()
+    policy.act(frames[0, 0].numpy())
+    assert policy.state[0].abs().sum() > 0 and policy.start.sum() == 0
+    policy.reset(1)
+    assert policy.state[0].abs().sum() == 0 and policy.start.sum() == 1
+
+
+class SubstepGame:
+    """envs.py interface at frame_skip 1: sub-step k lights pixel (0, k); records what was rendered."""
+
+    def __init__(self, end_at=None):
+        self.k, self.end_at, self.rendered = 0, end_at, []
+
+    def reset(self, seed):
+        self.k = 0
+        return np.zeros((64, 64, 3), np.uint8)
+
+    def step(self, action, render=True):
+        self.k += 1
+        self.rendered.append(render)
+        frame = np.zeros((64, 64, 3), np.uint8)
+        frame[0, self.k] = 255
+        return frame if render else None, 1.0, self.k == self.end_at
+
+    def close(self):
+        pass
+
+
+def test_action_repeat_returns_last_frame_and_pools_the_last_two():
+    game = envs.AgentGame(SubstepGame(), frame_skip=4)
+    game.reset(0)
+    frame, reward, done = game.step(0)
+    assert reward == 4.0 and not done
+    assert game.game.rendered == [False, False, True, True]  # only the pooled frames are resized
+    assert frame[0, :6, 0].tolist() == [0, 0, 0, 0, 255, 0]  # the last raw frame: what episodes record
+    assert game.obs[0, :6, 0].tolist() == [0, 0, 0, 255, 255, 0]  # the agent sees the max of frames 3 and 4
+    game = envs.AgentGame(SubstepGame(end_at=3), frame_skip=4)
+    game.reset(0)
+    frame, reward, done = game.step(0)
+    assert done and reward == 3.0 and frame[0, 3, 0] == 255  # the repeat stops at the episode's end
+    retro_like = SimpleNamespace(env=SimpleNamespace(data=SimpleNamespace(lookup_all=lambda: {"lives": 3, "x": 41})))
+    assert agent.ram_x(retro_like) == 41 and agent.ram_x(SubstepGame()) is None  # the report's distance
+
+
+# ---------------------------------------------------------------------------
+# PPO learns a toy game; the whole loop on a real game
+# ---------------------------------------------------------------------------
+
+class PressRight:
+    """A toy game: reward 1 for RIGHT, 0 for anything else; 40-step episodes of noise frames."""
+
+    def reset(self, seed):
+        self.rng, self.t = np.random.default_rng(seed), 0
+        return self.rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+
+    def step(self, action, render=True):
+        self.t += 1
+        frame = self.rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        return frame if render else None, float(action == 0), self.t >= 40
+
+    def close(self):
+        pass
+
+
+def test_ppo_learns_to_press_right(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two CPU cores shared with the env workers: more threads only thrash
+    monkeypatch.setattr(agent, "plot_curves", lambda rows, path: None)  # matplotlib adds seconds, not meaning here
+    torch.manual_seed(0)
+    try:
+        agent.main(["--reward", "env", "--preset", "tiny", "--num-envs", "2", "--num-steps", "32", "--total-steps", "1920",
+                    "--frame-skip", "1", "--lr", "3e-3", "--clip", "0.2", "--ent-coef", "0", "--minibatches", "2",
+                    "--device", "cpu", "--out", str(tmp_path)], make_env=PressRight)
+    finally:
+        torch.set_num_threads(threads)
+    rewards = [json.loads(line)["reward"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(rewards) == 30 and rewards[0] < 0.4 and np.mean(rewards[-3:]) > 0.85, rewards  # 0.2 = chance
+    model = agent.load_policy(tmp_path / "agent.pt").model
+    game = PressRight()
+    frames = np.stack([game.reset(0)] + [game.step(0)[0] for _ in range(39)])  # an unseen episode
+    starts = torch.zeros(40, 1)
+    starts[0] = 1
+    with torch.no_grad():
+        logits = model(torch.from_numpy(frames)[:, None], model.initial_state(1), starts)[0]
+    assert logits.softmax(-1)[:, 0, 0].mean() > 0.9  # P(RIGHT)
+
+
+def write_tiny_world_model(folder):
+    """A random tiny tokenizer + dynamics, saved as train.py saves them (dynamics names its tokenizer)."""
+    from dynamics import PRESETS as DYNAMICS, Dynamics
+    from tokenizer import PRESETS as TOKENIZER, Tokenizer
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(TOKENIZER["tiny"])
+    dynamics = Dynamics(DYNAMICS["tiny"], codebook=tokenizer.codebook().detach())
+    for name, model, tok in (("tokenizer", tokenizer, None), ("dynamics", dynamics, str(folder / "tokenizer.pt"))):
+        torch.save({"model": model.state_dict(), "config": asdict(model.config), "model_type": name,
+                    "preset": "tiny", "step": 0, "tokenizer": tok}, folder / f"{name}.pt")
+    return folder / "dynamics.pt"
+
+
+def run_script(script, *flags):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two CPU cores: workers and parent must not fight for threads
+    result = subprocess.run([sys.executable, str(ROOT / script), *map(str, flags)], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A few PPO updates on Airstriker (2 envs) with the AutoExplore reward of a tiny world model."""
+    folder = tmp_path_factory.mktemp("agent")
+    dynamics = write_tiny_world_model(folder)
+    flags = ["--dynamics", dynamics, "--preset", "tiny", "--num-envs", 2, "--num-steps", 8, "--save-every", 1,
+             "--device", "cpu", "--out", folder / "run"]
+    run_script("agent.py", *flags, "--total-steps", 32)
+    return folder, flags
+
+
+def test_training_on_airstriker_writes_checkpoint_log_curves_and_resumes(trained):
+    folder, flags = trained
+    run = folder / "run"
+    ckpt = torch.load(run / "agent.pt")
+    assert {"model", "optimizer", "config", "args", "update", "log"} <= ckpt.keys() and ckpt["update"] == 2
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [1, 2]
+    # a random world model is unsure of everything: the reward is near its maximum 2 (0 for the first 4 steps)
+    assert all(0.5 < r["reward"] <= 2.0 for r in rows)
+    assert (run / "curves.png").stat().st_size > 0
+    run_script("agent.py", *flags, "--total-steps", 48, "--resume")
+    assert torch.load(run / "agent.pt")["update"] == 3
+    assert [json.loads(line)["update"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
+def test_exploration_report(trained):
+    folder, _ = trained
+    result = run_script("agent.py", "--report", "--agent", folder / "run" / "agent.pt", "--dynamics", folder / "dynamics.pt",
+                        "--report-steps", 24, "--max-steps", 12, "--device", "cpu", "--out", folder / "report")
+    report = json.loads((folder / "report" / "report.json").read_text())
+    for name in ("random", "agent"):
+        assert report[name]["steps"] == 24 and report[name]["episodes"] == 2
+        assert 0 < report[name]["autoexplore_reward"] <= 2 and 1 < report[name]["distinct_frames"] <= 26
+        assert report[name]["x_displacement"] is None  # Airstriker names no x position in RAM
+    assert (folder / "report" / "report.png").stat().st_size > 0 and "agent" in result.stdout
+
+
+def test_collect_with_the_agent_policy(trained):
+    folder, _ = trained
+    out = folder / "explore"
+    run_script("collect.py", "--policy", "agent", "--agent", folder / "run" / "agent.pt", "--episodes", 2,
+               "--max-steps", 10, "--out", out)
+    episodes = [collect.load_episode(p) for p in collect.find_episodes(out)]
+    assert len(episodes) == 2
+    for ep in episodes:
+        assert ep["policy"] == "agent:run/agent.pt" and ep["frame_skip"] == 4
+        assert len(ep["frames"]) == len(ep["actions"]) + 1 == 11 and ep["frames"].shape[1:] == (64, 64, 3)
+    again = folder / "again"  # an episode depends only on its seed, as with the random agent
+    run_script("collect.py", "--policy", "agent", "--agent", folder / "run" / "agent.pt", "--episodes", 2,
+               "--max-steps", 10, "--out", again)
+    for a, b in zip(collect.find_episodes(out), collect.find_episodes(again)):
+        np.testing.assert_array_equal(collect.load_episode(a)["actions"], collect.load_episode(b)["actions"])

@@ -1,0 +1,257 @@
+"""Tests of the MaskGIT dynamics model (dynamics.py): causality, masking, TDCE, sampler, learning."""
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dynamics import PRESETS, Dynamics, code_distance, random_mask, tdce_loss, token_entropy
+from toy import MOVES, decode_patches, encode_patches, toy_batch
+
+SMALL = replace(PRESETS["tiny"], grid=(4, 4), num_codes=16)  # fast enough for unit tests
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one thread is as fast as two and does not stall when the machine is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return Dynamics(replace(SMALL, **overrides)).eval()
+
+
+def random_clip(B=2, T=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, SMALL.num_codes, (B, T, *SMALL.grid), generator=g)
+    actions = torch.randint(0, SMALL.num_actions, (B, T - 1), generator=g)
+    return tokens, actions
+
+
+# ---------------------------------------------------------------------------- model
+
+@pytest.mark.parametrize("t", [0, 2])
+def test_future_tokens_and_actions_do_not_change_the_past(t):
+    model = small_model()
+    tokens, actions = random_clip()
+    later_tokens, later_actions = tokens.clone(), actions.clone()
+    later_tokens[:, t + 1:] = (tokens[:, t + 1:] + 1) % SMALL.num_codes
+    later_tokens[:, -1, 0, 0] = model.mask_id
+    later_actions[:, t:] = (actions[:, t:] + 1) % SMALL.num_actions  # actions[:, t] produces frame t+1
+    with torch.no_grad():
+        before, after = model(tokens, actions), model(later_tokens, later_actions)
+    assert before.shape == (2, 5, *SMALL.grid, SMALL.num_codes)
+    torch.testing.assert_close(after[:, :t + 1], before[:, :t + 1])
+    assert not torch.allclose(after[:, t + 1], before[:, t + 1])
+
+
+def test_action_conditions_the_frame_it_produced():
+    model = small_model()
+    tokens, actions = random_clip()
+    other = actions.clone()
+    other[:, 1] = (actions[:, 1] + 1) % SMALL.num_actions  # actions[:, 1] turned frame 1 into frame 2
+    with torch.no_grad():
+        before, after = model(tokens, actions), model(tokens, other)
+    torch.testing.assert_close(after[:, :2], before[:, :2])
+    assert (after[:, 2] - before[:, 2]).abs().max() > 1e-4
+
+
+def test_checkpoint_carries_the_codebook():
+    codebook = torch.randn(SMALL.num_codes, SMALL.code_dim)
+    model = Dynamics(SMALL, codebook=codebook)
+    loaded = Dynamics(SMALL)
+    loaded.load_state_dict(model.state_dict())
+    torch.testing.assert_close(loaded.codebook, F.normalize(codebook, dim=-1))
+    torch.testing.assert_close(loaded.distance, code_distance(codebook))
+    with pytest.raises(ValueError, match="codebook has shape"):
+        Dynamics(SMALL, codebook=torch.randn(8, SMALL.code_dim))
+
+
+def test_token_input_uses_the_codebook_and_can_be_switched_off():
+    tokens, actions = random_clip()
+    outputs = {}
+    for token_input in (True, False):
+        for seed in (1, 2):
+            torch.manual_seed(0)
+            codebook = torch.randn(SMALL.num_codes, SMALL.code_dim, generator=torch.Generator().manual_seed(seed))
+            model = Dynamics(replace(SMALL, token_input=token_input), codebook=codebook).eval()
+            with torch.no_grad():
+                outputs[token_input, seed] = model(tokens, actions)
+    assert not torch.allclose(outputs[True, 1], outputs[True, 2])
+    torch.testing.assert_close(outputs[False, 1], outputs[False, 2])
+
+
+def test_loss_metrics_and_tdce_switch():
+    tokens, actions = random_clip(B=4)
+    for tdce in (True, False):
+        loss, metrics = small_model(tdce=tdce).loss({"tokens": tokens, "actions": actions})
+        assert set(metrics) == {"loss", "ce", "acc", "mask_rate"}
+        assert 0.4 < metrics["mask_rate"] <= 1 and 0 <= metrics["acc"] <= 1
+        assert metrics["loss"] > metrics["ce"] if tdce else metrics["loss"] == metrics["ce"]
+        loss.backward()
+
+
+# ---------------------------------------------------------------------------- masking
+
+def test_random_mask_rate_per_sample_is_uniform_between_half_and_one():
+    tokens = torch.randint(0, 1024, (4000, 16, 16))
+    masked, mask = random_mask(tokens, mask_id=1024, generator=torch.Generator().manual_seed(0))
+    rates = mask.float().mean((1, 2))
+    assert rates.min() > 0.5 - 0.1 and rates.max() <= 1  # 256 tokens per sample: rate +- ~0.03
+    assert rates.min() < 0.55 and rates.max() > 0.95  # the whole range is drawn
+    assert abs(rates.mean().item() - 0.75) < 0.01
+    assert abs(rates.std().item() - 0.5 / math.sqrt(12)) < 0.01  # std of U(0.5, 1)
+    assert (masked[mask] == 1024).all() and torch.equal(masked[~mask], tokens[~mask])
+
+
+def test_mask_id_is_never_a_code_id():
+    model = small_model()
+    assert model.mask_id == SMALL.num_codes  # code ids are 0 .. num_codes-1
+    assert model.embed.num_embeddings == SMALL.num_codes + 1
+    assert model.head.out_features == SMALL.num_codes  # the mask can never be predicted
+
+
+# ---------------------------------------------------------------------------- TDCE
+
+def test_tdce_with_lambda_zero_is_cross_entropy():
+    logits, targets = torch.randn(50, 16), torch.randint(0, 16, (50,))
+    distance = code_distance(torch.randn(16, 8))
+    loss, ce = tdce_loss(logits, targets, distance, lam=0.0)
+    assert torch.equal(loss, F.cross_entropy(logits, targets)) and torch.equal(ce, loss)
+    loss, ce = tdce_loss(logits, targets, distance, lam=0.5)
+    assert torch.equal(ce, F.cross_entropy(logits, targets)) and loss > ce
+
+
+def test_tdce_prefers_mass_on_codes_near_the_target():
+    # hand-made codebook on the unit circle: 1 is 10 degrees from 0, 2 is opposite, 3 at 90 degrees
+    angles = torch.tensor([0.0, 10.0, 180.0, 90.0]) * math.pi / 180
+    codebook = torch.stack([angles.cos(), angles.sin()], dim=1)
+    K = code_distance(codebook)
+    torch.testing.assert_close(K[0], torch.tensor([0.0, 1 - math.cos(math.pi / 18), 2.0, 1.0]))
+    target = torch.tensor([0])
+    near = torch.tensor([[0.3, 0.7, 0.0, 0.0]]).log()  # same mass on y, the rest near y
+    far = torch.tensor([[0.3, 0.0, 0.7, 0.0]]).log()  # ... or far from y
+    loss_near, ce_near = tdce_loss(near, target, K, lam=1.0)
+    loss_far, ce_far = tdce_loss(far, target, K, lam=1.0)
+    torch.testing.assert_close(ce_near, ce_far)
+    assert loss_near.item() == pytest.approx(-math.log(0.3) + 0.7 * (1 - math.cos(math.pi / 18)), rel=1e-5)
+    assert loss_far.item() == pytest.approx(-math.log(0.3) + 0.7 * 2.0, rel=1e-5)
+    assert loss_near < loss_far
+
+
+def test_token_entropy_closed_forms():
+    assert torch.allclose(token_entropy(torch.zeros(3, 1024)), torch.tensor(math.log(1024)))
+    assert token_entropy(torch.tensor([[50.0, 0.0, 0.0]])).item() < 1e-6
+
+
+# ---------------------------------------------------------------------------- sampler
+
+@pytest.mark.parametrize("generate", ["generate", "generate_autoregressive"])
+@pytest.mark.parametrize("steps", [1, 3, 8])
+def test_sampler_unmasks_every_token_and_keeps_the_context(generate, steps):
+    model = small_model()
+    tokens, actions = random_clip(T=5)
+    out = getattr(model, generate)(tokens[:, :2], actions, n_frames=3, steps=steps)
+    assert out.shape == tokens.shape
+    assert torch.equal(out[:, :2], tokens[:, :2])
+    assert out.min() >= 0 and out.max() < SMALL.num_codes  # no mask id left
+
+
+@pytest.mark.parametrize("generate", ["generate", "generate_autoregressive"])
+def test_sampler_randomness(generate):
+    model = small_model()
+    tokens, actions = random_clip(T=5)
+    run = lambda temperature, seed: getattr(model, generate)(  # noqa: E731
+        tokens[:, :2], actions, 3, steps=4, temperature=temperature, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(run(0.0, 0), run(0.0, 1))  # temperature 0: argmax, no randomness
+    assert torch.equal(run(1.0, 0), run(1.0, 0)) and not torch.equal(run(1.0, 0), run(1.0, 1))
+
+
+def test_cosine_schedule_of_masked_tokens():
+    model = small_model()
+    tokens, actions = random_clip(T=5)
+    seen = []  # masked tokens per sample in the model's input at each MaskGIT step
+    model.register_forward_pre_hook(lambda module, args: seen.append((args[0][:, 2:] == model.mask_id).sum((1, 2, 3))))
+    model.generate(tokens[:, :2], actions, 3, steps=4)
+    M = 3 * 16  # 3 frames of 4x4 tokens
+    expected = [M] + [math.floor(M * math.cos(math.pi / 2 * s / 4)) for s in (1, 2, 3)]  # 48, 44, 33, 18
+    assert [n.tolist() for n in seen] == [[e, e] for e in expected]
+
+
+def test_one_step_at_temperature_zero_is_one_argmax_pass():
+    model = small_model()
+    tokens, actions = random_clip(T=5)
+    masked = tokens.clone()
+    masked[:, 2:] = model.mask_id
+    with torch.no_grad():
+        expected = model(masked, actions).argmax(-1)[:, 2:]
+    assert torch.equal(model.generate(tokens[:, :2], actions, 3, steps=1, temperature=0)[:, 2:], expected)
+
+
+def test_predict_logits_of_the_last_frame():
+    model = small_model()
+    tokens, actions = random_clip(T=5)
+    logits = model.predict_logits(tokens[:, :2], actions, n_frames=3)
+    assert logits.shape == (2, *SMALL.grid, SMALL.num_codes) and logits.dtype == torch.float32
+    # contract: first frames by one argmax pass, then the last frame fully masked, one forward
+    frames = model.generate(tokens[:, :2], actions[:, :-1], 2, steps=1, temperature=0)
+    masked = torch.cat([frames, torch.full_like(frames[:, :1], model.mask_id)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(masked, actions)[:, -1])
+
+
+# ---------------------------------------------------------------------------- toy data
+
+def test_toy_patch_code_is_lossless_and_the_square_follows_the_action():
+    frames, actions = toy_batch(8, 6)  # 64x64 canvas, 8 px square, 4 px steps = 1 patch
+    tokens = encode_patches(frames)
+    assert tokens.shape == (8, 7, 16, 16) and set(tokens.unique().tolist()) <= {0, 1}
+    assert torch.equal(decode_patches(tokens), frames.float() / 255)
+    corner = lambda ids: torch.stack(torch.where(ids == 1)).min(1).values  # noqa: E731  top-left (row, col)
+    for b in range(8):
+        for k in range(6):
+            step = corner(tokens[b, k + 1]) - corner(tokens[b, k])
+            expected = torch.tensor(MOVES[int(actions[b, k])])
+            assert torch.equal(step, expected) or not step.any()  # or clamped at the border
+
+
+# ---------------------------------------------------------------------------- learning
+
+def psnr(x, y):
+    """PSNR in dB of the mean squared error over the whole batch (images in [0, 1])."""
+    return -10 * math.log10(max(F.mse_loss(x, y).item(), 1e-10))  # a perfect batch scores 100 dB
+
+
+def test_learns_to_move_the_square_with_the_action():
+    """~1.5 min of CPU: a tiny model learns toy dynamics and its predictions follow the actions."""
+    torch.manual_seed(0)
+    config = replace(PRESETS["tiny"], grid=(8, 8), num_codes=16)  # 32x32 toy frames, 4x4 patches
+    model = Dynamics(config)
+    frames, actions = toy_batch(2048, 3, seed=0, size=32)  # clips of 4 frames
+    tokens = encode_patches(frames)  # [2048, 4, 8, 8]: 0 black, 1 white
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    for _ in range(500):  # 8 seeds tried: delta PSNR 4.8 to 9.9 dB after 500 steps
+        i = torch.randint(0, len(tokens), (32,))
+        loss, _ = model.loss({"tokens": tokens[i], "actions": actions[i]})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    # predict frames 1..3 from frame 0, with the true actions and with random ones (Genie's delta PSNR)
+    model.eval()
+    frames, actions = toy_batch(128, 3, seed=1, size=32)  # unseen episodes
+    tokens = encode_patches(frames)
+    random_actions = torch.randint(0, 5, actions.shape, generator=torch.Generator().manual_seed(0))
+    truth = decode_patches(tokens[:, 1:])  # [128, 3, 32, 32, 3]
+    copy_baseline = psnr(truth, decode_patches(tokens[:, :1]).expand_as(truth))
+    for generate in (model.generate, model.generate_autoregressive):
+        predicted = decode_patches(generate(tokens[:, :1], actions, 3, steps=4, temperature=0)[:, 1:])
+        wrong = decode_patches(generate(tokens[:, :1], random_actions, 3, steps=4, temperature=0)[:, 1:])
+        delta_psnr = psnr(truth, predicted) - psnr(truth, wrong)
+        assert delta_psnr > 2, f"{generate.__name__}: delta PSNR {delta_psnr:.2f} dB"
+        assert psnr(truth, predicted) > copy_baseline + 2, f"{generate.__name__}: no better than copying frame 0"

@@ -1,0 +1,195 @@
+"""train.py as a user runs it (subprocesses, tiny presets, CPU, real Airstriker episodes): learning, checkpoints,
+decoder-only fine-tuning, exact resume after a kill, DDP on two ranks, dynamics on a frozen tokenizer, the
+benchmark, and errors that name the problem and the fix (checked in-process, plus one run from the command line)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from collect import EpisodeError
+from envs import UserError
+from train import Clips, evaluate, load_checkpoint, main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--preset", "tiny", "--workers", "0", "--batch-size", "2", "--seq-len", "4", "--stride", "4"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per process: no oversubscription when runs share 2 cores
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def train(*args):
+    return subprocess.run([sys.executable, "train.py", *map(str, args)], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+
+
+def records(out, split="train"):
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["split"] == split]
+
+
+def clip_psnr(pred, real):
+    """PSNR (dB, peak 1) of each clip: float [N, T, H, W, 3] -> [N]."""
+    return -10 * torch.log10(((pred - real) ** 2).mean((1, 2, 3, 4)))
+
+
+@pytest.fixture(scope="session")
+def tokenizer_run(airstriker_data, tmp_path_factory):
+    """A tiny tokenizer trained on the Airstriker clips (the learning test checks how well): 800 steps of one
+    8-frame clip, ~2 min on one core. Whole clips matter: trained on single frames it stays ~5 dB lower."""
+    out = tmp_path_factory.mktemp("runs") / "tokenizer"
+    run = train("--model", "tokenizer", "--data", airstriker_data, "--out", out, *TINY, "--batch-size", "1",
+                "--seq-len", "8", "--steps", "800", "--lr", "2e-3", "--warmup", "30", "--eval-every", "400")
+    assert run.returncode == 0, run.stderr[-3000:]
+    return out
+
+
+def test_tokenizer_beats_the_mean_frame_by_6db(tokenizer_run, airstriker_data):
+    model, ckpt = load_checkpoint(tokenizer_run / "ckpt.pt")
+    assert ckpt["model_type"] == "tokenizer" and ckpt["step"] == 800 and ckpt["preset"] == "tiny"
+    clips = Clips(airstriker_data, "train", 8, 4, workers=0)
+    clips.resolution = 64
+    real = torch.stack([clips[i]["frames"] for i in range(len(clips))]).float() / 255  # [N, 8, 64, 64, 3]
+    with torch.no_grad():
+        recon = model(real)[0]
+    ours = clip_psnr(recon, real).mean().item()
+    baseline = clip_psnr(real.mean(1, keepdim=True).expand_as(real), real).mean().item()  # each clip's mean frame
+    assert ours >= baseline + 6, f"tokenizer {ours:.1f} dB vs mean-frame baseline {baseline:.1f} dB"
+    val = records(tokenizer_run, "val")
+    assert [r["step"] for r in val] == [0, 400, 800] and val[-1]["psnr"] > val[0]["psnr"] + 10
+    for name in ("curves.png", "samples.png"):
+        assert (tokenizer_run / name).stat().st_size > 1000
+
+
+def test_checkpoint_reproduces_the_logged_validation(tokenizer_run, airstriker_data):
+    """The reloaded model, on the same validation batches, gives the metrics the run logged at its last eval."""
+    model, ckpt = load_checkpoint(tokenizer_run / "ckpt.pt")
+    args = Namespace(**ckpt["args"])
+    val = Clips(airstriker_data, "val", args.seq_len, args.stride, workers=0)
+    val.resolution = model.config.resolution
+    metrics = evaluate(model, val, args, torch.device("cpu"), torch.autocast("cpu", enabled=False))
+    logged = records(tokenizer_run, "val")[-1]
+    for key in ("loss", "psnr", "usage"):
+        assert metrics[key] == pytest.approx(logged[key], rel=1e-4), key
+    frames = torch.stack([val[i]["frames"] for i in range(2)])
+    again, _ = load_checkpoint(tokenizer_run / "ckpt.pt")
+    assert torch.equal(again.decode(again.encode(frames)), model.decode(model.encode(frames)))
+
+
+def test_decoder_only_fine_tuning_changes_only_the_decoder(tokenizer_run, airstriker_data, tmp_path):
+    run = train("--init", tokenizer_run / "ckpt.pt", "--decoder-only", "--data", airstriker_data, *TINY,
+                "--steps", "2", "--lr", "1e-3", "--out", tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    before, after = torch.load(tokenizer_run / "ckpt.pt")["model"], torch.load(tmp_path / "ckpt.pt")["model"]
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    model, _ = load_checkpoint(tmp_path / "ckpt.pt")
+    decoder = {k for k, p in model.named_parameters() if any(p is q for q in model.decoder_parameters())}
+    assert changed == decoder  # encoder, codebook and code usage stay: the token ids do not move
+
+
+def test_resume_after_a_kill_continues_exactly(airstriker_data, tmp_path):
+    flags = ["--model", "tokenizer", "--data", airstriker_data, *TINY, "--steps", "12", "--eval-every", "4",
+             "--log-every", "1", "--lr", "1e-3", "--warmup", "2"]
+    full = train(*flags, "--out", tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    # the same run, killed (SIGKILL: no clean-up) once it has logged step 5, i.e. after the checkpoint at step 4
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "train.py", *map(str, flags), "--out", str(out)], cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "metrics.jsonl"
+    while not log.exists() or '"step": 5, "split": "train"' not in log.read_text():
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert torch.load(out / "ckpt.pt")["step"] == 4
+    resumed = train(*flags, "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = [(r["step"], r["loss"]) for r in records(tmp_path / "full")]
+    assert [(r["step"], r["loss"]) for r in records(out)] == expected  # each step once, the same losses
+    assert [r["step"] for r in records(out, "val")] == [0, 4, 8, 12]
+
+
+def test_ddp_two_ranks_on_cpu(airstriker_data, tmp_path):
+    out = tmp_path / "ddp"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "train.py", "--model", "tokenizer", "--data", str(airstriker_data), *TINY, "--steps", "4",
+                          "--eval-every", "4", "--log-every", "1", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    firsts = sorted(line for line in run.stdout.splitlines() if "first batch" in line)
+    assert len(firsts) == 2 and firsts[0].startswith("rank 0/2") and firsts[1].startswith("rank 1/2")
+    assert firsts[0].split()[-1] != firsts[1].split()[-1]  # the ranks read different clips
+    assert [r["step"] for r in records(out)] == [0, 1, 2, 3]  # logged once: only rank 0 writes
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "curves.png", "metrics.jsonl", "samples.png"]
+
+
+def test_dynamics_trains_on_the_frozen_tokenizer(tokenizer_run, airstriker_data, tmp_path):
+    out = tmp_path / "dynamics"
+    tokenizer_ckpt = tokenizer_run / "ckpt.pt"
+    run = train("--model", "dynamics", "--tokenizer", tokenizer_ckpt, "--data", airstriker_data, *TINY,
+                "--steps", "3", "--eval-every", "3", "--log-every", "1", "--out", out, "--no-tdce")
+    assert run.returncode == 0, run.stderr[-3000:]
+    model, ckpt = load_checkpoint(out / "ckpt.pt")
+    tokenizer, _ = load_checkpoint(tokenizer_ckpt)
+    assert ckpt["model_type"] == "dynamics" and ckpt["tokenizer"] == str(tokenizer_ckpt.resolve())
+    assert model.config.num_actions == 5 and not model.config.tdce and model.config.token_input
+    assert torch.allclose(model.codebook, tokenizer.codebook())
+    val = records(out, "val")[-1]
+    assert 0 <= val["acc"] <= 1 and val["psnr"] > 10  # one-go rollout decoded by the tokenizer
+    # the token cache holds each clip tokenised on its own by the frozen tokenizer
+    clips = Clips(airstriker_data, "train", 4, 4, workers=0)
+    clips.resolution = 64
+    cache = np.load(out / "tokens_train.npy")
+    assert cache.shape == (len(clips), 4, 16, 16)
+    for i in (0, len(clips) - 1):
+        assert np.array_equal(cache[i], tokenizer.encode(clips[i]["frames"][None])[0].numpy())
+
+
+def test_benchmark_prints_figures_and_writes_nothing(airstriker_data, tmp_path):
+    for model in ("tokenizer", "dynamics"):
+        run = train("--model", model, "--data", airstriker_data, *TINY, "--benchmark", "--out", tmp_path / model)
+        assert run.returncode == 0, run.stderr[-3000:]
+        for figure in ("M parameters", "ms/step", "frames/s", "tokens/s", "peak memory", "loader:"):
+            assert figure in run.stdout, (figure, run.stdout)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_errors_name_the_problem_and_the_fix(airstriker_data, tokenizer_run, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "ep.npz").write_bytes(b"not a zip")
+    data = ["--data", str(airstriker_data)]
+    cases = [
+        (["--data", str(tmp_path / "empty")], "no .npz episodes in .* collect some"),
+        ([*data, "--seq-len", "100"], "no episode in .* has 100 frames .* lower --seq-len"),
+        (["--data", str(tmp_path / "bad")], "ep.npz: not a readable .npz"),
+        ([*data, "--model", "dynamics"], "needs --tokenizer CKPT"),
+        ([*data, "--resume", "--out", str(tokenizer_run), "--preset", "small"], "holds a tokenizer --preset tiny .* a new --out"),
+        ([*data, "--init", str(tokenizer_run / "ckpt.pt"), "--preset", "small"], "builds tokenizer --preset small"),
+        ([*data, "--out", str(tokenizer_run)], "ckpt.pt exists: pass --resume"),
+    ]
+    for flags, message in cases:
+        with pytest.raises((UserError, EpisodeError), match=message) as error:
+            main([*TINY, "--out", str(tmp_path / "run"), *flags])
+        assert "\n" not in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(airstriker_data, tmp_path):
+    run = train("--data", airstriker_data, *TINY, "--lr", "1e30", "--steps", "5", "--out", tmp_path)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert lines[-1].startswith("error: loss is nan at step ") and "lower --lr" in lines[-1], lines[-1]
+    ckpt = torch.load(tmp_path / "ckpt.pt")
+    assert ckpt["step"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values())

@@ -1,0 +1,532 @@
+"""The one training loop of every model: tokenizer and dynamics (GenieRedux paper sec. 4 and 5.1; SPEC sec. 6).
+
+As nanoGPT's train.py: one while loop with evaluation, checkpointing, logging, forward/backward and the
+optimiser step in plain sight. A model plugs in through `loss(batch) -> (loss, metrics)`.
+
+    python train.py --model tokenizer --data data/airstriker --out runs/tokenizer
+    python train.py --model dynamics --tokenizer runs/tokenizer/ckpt.pt --data data/airstriker --out runs/dynamics
+    python train.py --model tokenizer --init runs/tokenizer/ckpt.pt --decoder-only --steps 1000 --data data/new \
+        --out runs/tokenizer_ft   # paper sec. 4: fine-tune the decoder on new data
+    torchrun --nproc_per_node 8 train.py --model tokenizer --data data/airstriker   # DDP: one process per GPU
+    python train.py --model tokenizer --preset paper --benchmark   # speed, memory, MFU and loader rate; writes nothing
+
+Reads .npz episodes (DIR/train and DIR/val, or any folder of them). Writes to --out: ckpt.pt ({model, optimizer,
+config, model_type, preset, step, args, tokenizer}), metrics.jsonl, curves.png, samples.png (real clips above the
+model's frames) and, for dynamics, tokens_<split>.npy: the frozen tokenizer's ids of every clip, computed once.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+import zlib
+from contextlib import nullcontext
+from dataclasses import asdict, replace
+from functools import lru_cache
+from itertools import count
+from multiprocessing import Pool
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from collect import EpisodeError, find_episodes, load_episode
+from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics, DynamicsConfig
+from envs import UserError
+from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer, TokenizerConfig
+
+matplotlib.use("Agg")  # files only, no window
+import matplotlib.pyplot as plt  # noqa: E402
+
+MODELS = {"tokenizer": (Tokenizer, TokenizerConfig, TOKENIZER_PRESETS),  # model type -> class, config, presets
+          "dynamics": (Dynamics, DynamicsConfig, DYNAMICS_PRESETS)}
+
+
+# ---------------------------------------------------------------------------
+# Data: clips of --seq-len frames cut from episodes, in an order that (seed, step) fixes
+# ---------------------------------------------------------------------------
+
+def read_actions(path):
+    episode = load_episode(path)  # validates the file: EpisodeError names it and what is wrong
+    return episode["actions"], episode["action_names"]
+
+
+@lru_cache(maxsize=8)  # per loader worker: the episodes of the current block of clip_order
+def cached_episode(path, resolution):
+    return load_episode(path, resolution)  # frames of another size are resized
+
+
+class Clips(Dataset):
+    """Clip i = frames [s, s + seq_len) of one episode and the seq_len - 1 actions between them.
+
+    Every file is validated once up front, but frames are read lazily, a few episodes at a time, so
+    datasets larger than RAM work. Once `tokens` is set (dynamics), a clip is its cached token ids.
+    """
+
+    def __init__(self, root, split, seq_len, stride, workers):
+        self.paths = find_episodes(root, split)
+        if not self.paths:
+            raise UserError(f"no .npz episodes in {root}: collect some with python collect.py --out {root}")
+        with Pool(max(1, workers)) as pool:
+            self.actions, self.action_names = zip(*pool.map(read_actions, self.paths, chunksize=4))
+        lengths = [len(a) + 1 for a in self.actions]
+        self.clips = np.array([(e, s) for e, n in enumerate(lengths) for s in range(0, n - seq_len + 1, stride)])
+        short = sum(n < seq_len for n in lengths)
+        print(f"{root} [{split}]: {len(self.paths)} episodes, {len(self.clips)} clips of {seq_len} frames"
+              + (f", {short} episodes shorter than that skipped" if short else ""))
+        if not len(self.clips):
+            raise UserError(f"no episode in {root} has {seq_len} frames (longest: {max(lengths)}): "
+                            f"lower --seq-len or collect longer episodes (collect.py --max-steps)")
+        self.seq_len, self.resolution, self.tokens = seq_len, None, None
+
+    def __len__(self):
+        return len(self.clips)
+
+    def __getitem__(self, i):
+        e, s = self.clips[i]
+        actions = torch.from_numpy(self.actions[e][s:s + self.seq_len - 1])  # [T-1]
+        if self.tokens is not None:
+            if isinstance(self.tokens, str):  # a path: open the memory map once per loader worker
+                self.tokens = np.load(self.tokens, mmap_mode="r")
+            return {"tokens": torch.from_numpy(self.tokens[i].astype(np.int64)), "actions": actions}
+        frames = cached_episode(self.paths[e], self.resolution)["frames"][s:s + self.seq_len]
+        return {"frames": torch.from_numpy(frames), "actions": actions}  # uint8 [T, H, W, 3]
+
+
+def clip_order(episode_of_clip, seed, epoch, block=8):
+    """One epoch's clip order: episodes shuffled, then taken `block` at a time with their clips shuffled
+    together. Batches mix episodes, yet a loader worker needs only a few episodes in memory at once."""
+    rng = np.random.default_rng([seed, epoch])
+    place = rng.permutation(episode_of_clip.max() + 1)  # shuffled place of each episode
+    return np.lexsort((rng.random(len(episode_of_clip)), place[episode_of_clip] // block))
+
+
+class Batches(Sampler):
+    """Endless batches of clip ids; batch slot k = places [k*B, (k+1)*B) of the epochs laid end to end.
+
+    The loop reads slot (step * grad_accum + micro) * world + rank: ranks see different clips, and a
+    resumed run reads exactly the batches that the uninterrupted run would have read.
+    """
+
+    def __init__(self, clips, batch_size, seed, first=0, every=1):
+        self.episode_of_clip, self.B, self.seed, self.first, self.every = clips.clips[:, 0], batch_size, seed, first, every
+
+    def __iter__(self):
+        n, epoch = len(self.episode_of_clip), -1
+        for slot in count(self.first, self.every):
+            ids = []
+            for place in range(slot * self.B, (slot + 1) * self.B):
+                if place // n != epoch:
+                    epoch, order = place // n, clip_order(self.episode_of_clip, self.seed, place // n)
+                ids.append(int(order[place % n]))
+            yield ids
+
+
+def barrier():
+    if dist.is_initialized():
+        dist.barrier()
+
+
+@torch.no_grad()
+def tokenize_clips(tokenizer, clips, path, meta, args, rank, world, device, ctx):
+    """Ids of every clip by the frozen tokenizer, computed once into a memory-mapped int16 [N, T, h, w] .npy.
+
+    The tokenizer is causal in time but attends to all of its input's past, so a frame's ids depend on
+    where its clip starts: each clip is tokenised on its own, as evaluate.py tokenises a test window.
+    Each rank tokenises its share; `meta` (tokenizer, clips) says whether an existing cache still fits.
+    """
+    meta_path = path.with_suffix(".json")
+    if not (meta_path.exists() and json.loads(meta_path.read_text()) == meta):
+        tmp = path.with_name(path.name + ".tmp")
+        if rank == 0:
+            np.lib.format.open_memmap(tmp, "w+", np.int16, (len(clips), clips.seq_len, *tokenizer.grid))
+        barrier()
+        ids, part = np.lib.format.open_memmap(tmp, "r+"), range(rank * len(clips) // world, (rank + 1) * len(clips) // world)
+        loader = DataLoader(Subset(clips, part), batch_size=args.batch_size, num_workers=args.workers)
+        for k, batch in enumerate(tqdm(loader, desc=f"tokenise {path.name}", disable=rank > 0)):
+            with ctx:
+                batch_ids = tokenizer.encode(batch["frames"].to(device))  # [B, T, h, w]
+            ids[part.start + k * args.batch_size:][:len(batch_ids)] = batch_ids.cpu().numpy()
+        ids.flush()
+        barrier()
+        if rank == 0:
+            os.replace(tmp, path)
+            meta_path.write_text(json.dumps(meta))
+        barrier()
+    clips.tokens = str(path)
+
+
+# ---------------------------------------------------------------------------
+# Models, checkpoints, schedule
+# ---------------------------------------------------------------------------
+
+def read_checkpoint(path, device):
+    if not Path(path).is_file():
+        raise UserError(f"checkpoint {path} not found: train.py writes OUT/ckpt.pt")
+    return torch.load(path, map_location=device)
+
+
+def load_checkpoint(path, device="cpu"):
+    """Rebuild any model from a train.py checkpoint, no flags needed -> (model in eval mode, checkpoint dict)."""
+    ckpt = read_checkpoint(path, device)
+    Model, Config, _ = MODELS[ckpt["model_type"]]
+    model = Model(Config(**ckpt["config"])).to(device)  # a dynamics codebook comes back with the weights
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), ckpt
+
+
+def check_compatible(ckpt, path, flag, args, config):
+    """--resume and --init need a checkpoint of the same model type and configuration."""
+    diff = [k for k, v in asdict(config).items() if ckpt["config"].get(k) != v]
+    if ckpt["model_type"] != args.model or diff:
+        raise UserError(f"{flag} {path} holds a {ckpt['model_type']} --preset {ckpt['preset']} model"
+                        + (f" (other {', '.join(diff)})" if ckpt["model_type"] == args.model else "")
+                        + f", but this run builds {args.model} --preset {args.preset}: pass the --model, --preset and "
+                        + ("flags of that run, or a new --out" if flag == "--resume" else "flags of the run that wrote it"))
+
+
+class LossOf(torch.nn.Module):
+    """DDP synchronises gradients only through forward(): route the model's loss(batch) through it."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        return self.model.loss(batch)
+
+
+def learning_rate(step, args):
+    """Linear warmup (at most 10% of --steps), then cosine decay to --lr / 10 at --steps."""
+    warmup = min(args.warmup, args.steps // 10)
+    if step < warmup:
+        return args.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, args.steps - warmup))
+    return args.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+
+
+# ---------------------------------------------------------------------------
+# Evaluation, pictures, benchmark
+# ---------------------------------------------------------------------------
+
+def psnr(pred, real):
+    """PSNR in dB (peak 1.0) of each frame, averaged: pred, real float [..., H, W, 3] in [0, 1]."""
+    mse = ((pred.float() - real.float()) ** 2).mean((-3, -2, -1)).clamp_min(1e-10)
+    return (-10 * mse.log10()).mean().item()
+
+
+@torch.no_grad()
+def evaluate(model, val, args, device, ctx):
+    """The model's loss metrics averaged over --eval-batches fixed validation batches (the same masks every time)."""
+    model.eval()
+    torch.manual_seed(args.seed)
+    n = min(args.eval_batches, math.ceil(len(val) / args.batch_size))
+    totals = {}
+    for _, batch in zip(range(n), DataLoader(val, batch_sampler=Batches(val, args.batch_size, args.seed))):
+        with ctx:
+            _, metrics = model.loss({k: v.to(device) for k, v in batch.items()})
+        totals = {k: totals.get(k, 0.0) + v / n for k, v in metrics.items()}
+    model.train()
+    return totals
+
+
+@torch.no_grad()
+def predict(model, kind, show, frozen):
+    """The model's frames of the eval picture: the tokenizer's reconstructions, or the dynamics model's one-go
+    rollout from 2 context frames (paper sec. 5.2) decoded by the frozen tokenizer."""
+    if kind == "tokenizer":
+        return model(show["frames"].float() / 255)[0]
+    tokens = show["tokens"]  # [n, T, h, w]
+    return frozen.decode(model.generate(tokens[:, :2], show["actions"], tokens.shape[1] - 2))
+
+
+def save_grid(real, pred, path):
+    """Per clip a row of real frames above a row of the model's frames; columns are time."""
+    rows = torch.stack([real, pred], 1).flatten(0, 1).float()  # [2n, T, H, W, 3]
+    n, T, H, W, C = rows.shape
+    plt.imsave(path, rows.permute(0, 2, 1, 3, 4).reshape(n * H, T * W, C).clamp(0, 1).cpu().numpy())
+
+
+def plot_curves(history, path):
+    """Loss and the quality figures (PSNR, masked-token accuracy) against step, train and val."""
+    keys = [k for k in ("loss", "psnr", "acc") if any(k in r for r in history)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for split in ("train", "val"):
+            points = [(r["step"], r[key]) for r in history if r["split"] == split and key in r]
+            if points:
+                ax.plot(*zip(*points), label=split, marker="o" if split == "val" else None)
+        ax.set(xlabel="step", title=key + (" (dB)" if key == "psnr" else ""), yscale="log" if key == "loss" else "linear")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def benchmark(model, step_model, optimizer, train, args, device, ctx, grid):
+    """Print parameters, ms/step, frames/s, tokens/s, peak memory and MFU of a training step, and loader clips/s."""
+    B, T, c = args.batch_size, args.seq_len, model.config
+    batch = {"tokens": torch.randint(0, c.num_codes, (B, T, *c.grid))} if args.model == "dynamics" \
+        else {"frames": torch.randint(0, 256, (B, T, c.resolution, c.resolution, 3), dtype=torch.uint8)}
+    batch = {k: v.to(device) for k, v in {**batch, "actions": torch.zeros(B, T - 1, dtype=torch.long)}.items()}
+    with FlopCounterMode(display=False) as flops, ctx:  # eager: a compiled model hides its FLOPs
+        model.loss(batch)[0].backward()
+    optimizer.zero_grad(set_to_none=True)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for i in range(13):  # 3 warm-up (and compilation) steps, 10 timed
+        if i == 3:
+            sync()
+            start = time.perf_counter()
+        with ctx:
+            loss, _ = step_model(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    sync()
+    seconds = (time.perf_counter() - start) / 10
+    print(f"{args.model} --preset {args.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+          f"batch {B} x {T} frames: {1000 * seconds:.1f} ms/step | {B * T / seconds:.0f} frames/s | "
+          f"{B * T * math.prod(grid) / seconds:.0f} tokens/s")
+    if device.type == "cuda":
+        print(f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB | MFU "
+              f"{flops.get_total_flops() / seconds / args.peak_flops:.1%} of {args.peak_flops:.3g} FLOP/s (bf16)")
+    else:
+        import resource
+        print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process RSS) | "
+              f"{flops.get_total_flops() / seconds / 1e9:.1f} GFLOP/s (MFU on CUDA only)")
+    if train is not None:  # reading and decoding episode files, the loader's real work
+        loader = iter(DataLoader(train, batch_sampler=Batches(train, B, args.seed), num_workers=args.workers))
+        next(loader)  # worker start-up is not loading
+        start = time.perf_counter()
+        for _ in range(20):
+            next(loader)
+        note = " (dynamics trains on cached tokens)" if args.model == "dynamics" else ""
+        print(f"loader: {20 * B / (time.perf_counter() - start):.0f} clips/s from .npz files with --workers "
+              f"{args.workers}; the model trains on {B / seconds:.0f} clips/s{note}")
+
+
+# ---------------------------------------------------------------------------
+# Command line and the training loop
+# ---------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=list(MODELS), default="tokenizer", help="what to train (default tokenizer)")
+    p.add_argument("--data", help="folder of .npz episodes; DIR/train and DIR/val are used when they exist")
+    p.add_argument("--preset", choices=["tiny", "small", "paper"], default="small", help="model size (default small)")
+    p.add_argument("--tokenizer", help="dynamics: checkpoint of the frozen tokenizer whose tokens it learns")
+    p.add_argument("--no-token-input", action="store_true", help="dynamics: no codebook vectors in the input (paper Tab. 4)")
+    p.add_argument("--no-tdce", action="store_true", help="dynamics: plain cross-entropy, no TDCE (paper eq. 1, Tab. 4)")
+    p.add_argument("--tdce-lambda", type=float, default=1.0, help="dynamics: weight of the TDCE distance term (default 1.0)")
+    p.add_argument("--seq-len", type=int, default=16, help="frames per clip (default 16)")
+    p.add_argument("--stride", type=int, default=8, help="frames between the starts of an episode's clips (default 8)")
+    p.add_argument("--steps", type=int, default=20000, help="optimiser steps in total (default 20000)")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per micro-batch per process (default 8)")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step (default 1)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak AdamW learning rate (default 1e-4)")
+    p.add_argument("--warmup", type=int, default=500, help="warmup steps, at most 10%% of --steps (default 500)")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay of matrices (default 1e-4)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm, 0 = off (default 1.0)")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between evaluation + checkpoint (default 500)")
+    p.add_argument("--eval-batches", type=int, default=8, help="validation batches per evaluation (default 8)")
+    p.add_argument("--log-every", type=int, default=10, help="steps between lines of metrics.jsonl (default 10)")
+    p.add_argument("--out", help="run folder: checkpoint, logs, pictures (default runs/<model>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where its checkpoint stopped")
+    p.add_argument("--init", help="start from this checkpoint's weights (fine-tuning; same model and config)")
+    p.add_argument("--decoder-only", action="store_true", help="tokenizer: train only the decoder (paper sec. 4 fine-tuning)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and masks (default 0)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device (default cuda when present, else cpu)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    p.add_argument("--workers", type=int, default=4, help="data loader processes (default 4)")
+    p.add_argument("--benchmark", action="store_true", help="print speed, memory, MFU and loader clips/s; write nothing")
+    p.add_argument("--peak-flops", type=float, default=790e12, help="peak bf16 FLOP/s of the GPU for MFU (default 790e12)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.out or f"runs/{args.model}")
+    ckpt_path, log_path = out / "ckpt.pt", out / "metrics.jsonl"
+    ddp = "RANK" in os.environ  # launched by torchrun (nanoGPT's pattern)
+    if ddp:
+        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+        if args.device.startswith("cuda"):
+            args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+            torch.cuda.set_device(args.device)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
+    master, device = rank == 0, torch.device(args.device)
+    torch.manual_seed(args.seed)  # the same initial weights on every rank
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    ctx = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+    # a dynamics model learns the ids of a frozen tokenizer; its codebook feeds token input and TDCE
+    frozen = tokenizer_ckpt = None
+    if args.model == "dynamics" and args.tokenizer:
+        frozen, tokenizer_ckpt = load_checkpoint(args.tokenizer, device)
+        if tokenizer_ckpt["model_type"] != "tokenizer":
+            raise UserError(f"--tokenizer {args.tokenizer} holds a {tokenizer_ckpt['model_type']}, not a tokenizer")
+        frozen.requires_grad_(False)
+    elif args.model == "dynamics" and args.benchmark:
+        frozen = Tokenizer(TOKENIZER_PRESETS[args.preset]).to(device).eval()  # untrained stand-in of the same size
+    elif args.model == "dynamics":
+        raise UserError("--model dynamics needs --tokenizer CKPT: the frozen tokenizer whose ids it learns "
+                        "(train one with --model tokenizer)")
+
+    Model, _, presets = MODELS[args.model]
+    train = val = None
+    if args.data:
+        train = Clips(args.data, "train", args.seq_len, args.stride, args.workers)
+        has_val = (Path(args.data) / "val").is_dir()  # otherwise validate on the training clips
+        val = Clips(args.data, "val", args.seq_len, args.stride, args.workers) if has_val else train
+        train.resolution = val.resolution = (frozen.config if frozen else presets[args.preset]).resolution
+    elif not args.benchmark:
+        raise UserError("--data DIR is needed: a folder of .npz episodes (python collect.py --out DIR writes one)")
+
+    # the model; a dynamics model takes its sizes from the tokenizer and the data's action set
+    config = presets[args.preset]
+    if args.model == "dynamics":
+        paths, names = (train.paths + val.paths, train.action_names + val.action_names) if train else ([], [])
+        for path, other in zip(paths, names):
+            if other != names[0]:
+                raise UserError(f"{path} has actions {other} but {paths[0]} has {names[0]}: "
+                                f"a dynamics model needs one action set; train on episodes that share it")
+        config = replace(config, num_codes=frozen.config.num_codes, code_dim=frozen.config.code_dim, grid=frozen.grid,
+                         num_actions=len(names[0]) if names else config.num_actions, token_input=not args.no_token_input,
+                         tdce=not args.no_tdce, tdce_lambda=args.tdce_lambda)  # the paper's Tab. 4 ablation switches
+        model = Model(config, codebook=frozen.codebook()).to(device)
+    else:
+        model = Model(config).to(device)
+    start, ckpt = 0, None
+    if args.resume:
+        ckpt = read_checkpoint(ckpt_path, device)
+        check_compatible(ckpt, ckpt_path, "--resume", args, config)
+        model.load_state_dict(ckpt["model"])
+        start = ckpt["step"]
+    elif ckpt_path.exists() and not args.benchmark:
+        raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+    elif args.init:
+        init = read_checkpoint(args.init, device)
+        check_compatible(init, args.init, "--init", args, config)
+        model.load_state_dict(init["model"])
+    if args.decoder_only:  # paper sec. 4: after exploration only the tokenizer's decoder is fine-tuned
+        if args.model != "tokenizer":
+            raise UserError("--decoder-only fine-tunes a tokenizer's decoder: use it with --model tokenizer")
+        model.requires_grad_(False)
+        for p in model.decoder_parameters():
+            p.requires_grad_(True)
+
+    # AdamW, betas (0.9, 0.99), weight decay on matrices only (not on biases, norms and gains)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": args.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+    if ckpt:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    step_model = torch.compile(LossOf(model)) if args.compile else LossOf(model)
+    if ddp:  # no buffer sync per step needed: the tokenizer all-reduces its code usage itself
+        step_model = DDP(step_model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+    if args.benchmark:
+        return benchmark(model, step_model, optimizer, train, args, device, ctx, (model if frozen is None else frozen).grid)
+
+    if master:
+        out.mkdir(parents=True, exist_ok=True)
+    barrier()
+    show = default_collate([val[int(i)] for i in clip_order(val.clips[:, 0], args.seed, 0)[:4]])  # the picture's clips
+    if args.model == "dynamics":
+        for split, clips in [("train", train)] + ([("val", val)] if val is not train else []):
+            meta = {"tokenizer": [str(Path(args.tokenizer).resolve()), tokenizer_ckpt["step"]], "seq_len": args.seq_len,
+                    "episodes": [str(p) for p in clips.paths], "clips": zlib.crc32(clips.clips.tobytes())}
+            tokenize_clips(frozen, clips, out / f"tokens_{split}.npy", meta, args, rank, world, device, ctx)
+        with ctx:
+            show["tokens"] = frozen.encode(show["frames"].to(device))
+    show = {k: v.to(device) for k, v in show.items()}
+    history = []
+    if args.resume and log_path.exists():  # forget what the interrupted run logged after its checkpoint
+        history = [r for r in map(json.loads, log_path.read_text().splitlines())
+                   if r["step"] < start or r["split"] == "val" and r["step"] == start]
+    if master:
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
+    first_slot = start * args.grad_accum * world + rank  # see Batches: where an uninterrupted run would be
+    batches = iter(DataLoader(train, batch_sampler=Batches(train, args.batch_size, args.seed, first_slot, world),
+                              num_workers=args.workers, pin_memory=device.type == "cuda"))
+    frames_per_step = args.batch_size * args.grad_accum * world * args.seq_len
+    step, saved_step, val_metrics, tick, tick_step = start, start, {}, time.perf_counter(), start
+    with tqdm(total=args.steps, initial=start, unit="step", disable=not master) as bar:
+        while True:
+            # evaluate, draw and checkpoint (rank 0) every --eval-every steps and at the end
+            if master and (step % args.eval_every == 0 or step == args.steps) and not (args.resume and step == start):
+                val_metrics = evaluate(model, val, args, device, ctx)
+                with ctx:
+                    pred, real = predict(model, args.model, show, frozen).float(), show["frames"].float() / 255
+                if args.model == "dynamics":  # one-go PSNR of the predicted frames (not the 2 context frames)
+                    val_metrics["psnr"] = psnr(pred[:, 2:], real[:, 2:])
+                if not math.isfinite(val_metrics["loss"]):
+                    raise UserError(f"validation loss is {val_metrics['loss']} at step {step}: training diverged; "
+                                    f"{ckpt_path} keeps step {saved_step}; lower --lr (now {args.lr:g}) and --resume")
+                history.append({"step": step, "split": "val", **val_metrics})
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(history[-1]) + "\n")
+                save_grid(real, pred, out / "samples.png")
+                plot_curves(history, out / "curves.png")
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(config),
+                            "model_type": args.model, "preset": args.preset, "step": step, "args": vars(args),
+                            "tokenizer": str(Path(args.tokenizer).resolve()) if frozen else None}, f"{ckpt_path}.tmp")
+                os.replace(f"{ckpt_path}.tmp", ckpt_path)  # atomic: a kill mid-save never leaves a half checkpoint
+                saved_step, tick, tick_step = step, time.perf_counter(), step  # frames/s leaves out evaluation
+            if step >= args.steps:
+                break
+
+            # one optimiser step over --grad-accum micro-batches; randomness (masks, code restarts) from (seed, step, rank)
+            lr = learning_rate(step, args)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(int(np.random.SeedSequence([args.seed, step, rank]).generate_state(1)[0]))
+            metrics = {}
+            for micro in range(args.grad_accum):
+                batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+                if step == start and micro == 0 and world > 1:
+                    crc = zlib.crc32(batch["actions"].cpu().numpy())  # shows that ranks read different clips
+                    print(f"rank {rank}/{world}: first batch crc32 {crc:08x}", flush=True)
+                if ddp:  # all-reduce the gradients after the last micro-batch only
+                    step_model.require_backward_grad_sync = micro == args.grad_accum - 1
+                with ctx:
+                    loss, micro_metrics = step_model(batch)
+                if not math.isfinite(micro_metrics["loss"]):
+                    raise UserError(f"loss is {micro_metrics['loss']} at step {step}: training diverged; {ckpt_path} keeps "
+                                    f"step {saved_step}; lower --lr (now {args.lr:g}) and --resume")
+                (loss / args.grad_accum).backward()
+                metrics = {k: metrics.get(k, 0.0) + v / args.grad_accum for k, v in micro_metrics.items()}
+            if args.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            # log (rank 0)
+            if master and (step % args.log_every == 0 or step == args.steps - 1):
+                frames_per_s = frames_per_step * (step + 1 - tick_step) / (time.perf_counter() - tick)
+                tick, tick_step = time.perf_counter(), step + 1
+                history.append({"step": step, "split": "train", **metrics, "lr": lr, "frames_per_s": frames_per_s})
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(history[-1]) + "\n")
+                shown = {"loss": metrics["loss"], "psnr": metrics.get("psnr"), "val_psnr": val_metrics.get("psnr"),
+                         "val_acc": val_metrics.get("acc"), "frames/s": frames_per_s}
+                bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items() if v is not None})
+            step += 1
+            bar.update()
+    if ddp:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (UserError, EpisodeError) as e:
+        sys.exit(f"error: {e}")
