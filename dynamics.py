@@ -108,7 +108,7 @@ class Dynamics(nn.Module):
 
         h, w = c.grid
         self.embed = nn.Embedding(c.num_codes + 1, c.dim)  # +1: the mask token
-        self.code_proj = nn.Linear(c.code_dim, c.dim, bias=False)  # token input; no bias: mask stays pure
+        self.code_proj = nn.Linear(c.code_dim, c.dim, bias=False) if c.token_input else None  # no bias: mask stays pure
         # masked frames are identical everywhere: a position embedding tells their tokens apart
         self.pos = nn.Parameter(torch.zeros(h * w, c.dim))
         # GenieRedux-G: the action enters every block. An embedding of the action added to the block

@@ -281,8 +281,46 @@ def compare(run_dirs, out):
 # Command line
 # ---------------------------------------------------------------------------
 
+def latent_windows(lam, windows, batch_size, device):
+    """GenieRedux (Genie's protocol): the LAM's codes, inferred from each true clip, replace its actions.
+
+    Returns the windows with latent actions and the agreement of codes with the true actions
+    (lam.action_agreement: per code its majority true action and the overall purity).
+    """
+    from lam import action_agreement
+    latent = []
+    for start in tqdm(range(0, len(windows), batch_size), desc="latent actions", unit="batch"):
+        frames = torch.from_numpy(np.stack([f for f, _ in windows[start:start + batch_size]])).to(device)
+        latent.append(lam.infer_actions(frames).cpu())  # [B, 11]
+    latent, true = torch.cat(latent), torch.from_numpy(np.stack([a for _, a in windows]))
+    confusion, majority, purity = action_agreement(latent, true, lam.config.num_actions, int(true.max()) + 1)
+    agreement = {"purity": purity, "majority": majority.tolist(), "confusion": confusion.tolist()}
+    return [(f, a.numpy()) for (f, _), a in zip(windows, latent)], agreement
+
+
+def write_agreement(out, agreement, action_names):
+    """The LAM's codes against the true actions: a table appended to results.md and lam_agreement.png."""
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    confusion = np.array(agreement["confusion"])  # [codes, true actions]
+    rows = [f"| {k} | {confusion[k].sum()} | {action_names[m] if m >= 0 else 'unused'} | "
+            f"{confusion[k].max() / max(1, confusion[k].sum()):.2f} |" for k, m in enumerate(agreement["majority"])]
+    with open(Path(out) / "results.md", "a") as f:
+        f.write(f"\n## Latent actions against true actions\n\nPurity {agreement['purity']:.3f} (share of transitions "
+                "whose true action is their code's majority).\n\n| code | transitions | majority action | purity |\n"
+                "|---|---|---|---|\n" + "\n".join(rows) + "\n\n![agreement](lam_agreement.png)\n")
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * confusion.shape[1], 1 + 0.4 * confusion.shape[0]))
+    ax.imshow(confusion / confusion.sum(1, keepdims=True).clip(1), cmap="Blues", vmin=0, vmax=1)
+    ax.set(xticks=range(confusion.shape[1]), yticks=range(confusion.shape[0]), xlabel="true action", ylabel="latent code")
+    ax.set_xticklabels(action_names[:confusion.shape[1]], fontsize=7)
+    for (k, a), n in np.ndenumerate(confusion):
+        ax.text(a, k, n, ha="center", va="center", fontsize=6)
+    fig.tight_layout(), fig.savefig(Path(out) / "lam_agreement.png", dpi=100), plt.close(fig)
+
+
 def load_models(dynamics_path, tokenizer_path, device):
-    """(dynamics, tokenizer) from train.py checkpoints; the tokenizer defaults to the one the dynamics recorded."""
+    """(dynamics, tokenizer, lam or None) from train.py checkpoints; the tokenizer defaults to the one the dynamics
+    recorded, and a GenieRedux model (trained on latent actions) comes with the LAM it recorded."""
     from train import load_checkpoint
 
     def load(path, kind, flag):
@@ -304,7 +342,8 @@ def load_models(dynamics_path, tokenizer_path, device):
     codes = tokenizer.codebook()  # the dynamics model keeps a copy of the codebook its tokens index
     if dynamics.codebook.shape != codes.shape or not torch.allclose(dynamics.codebook, codes, atol=1e-5):
         raise UserError(f"--tokenizer {tokenizer_path} has other codes than the tokenizer {dynamics_path} was trained on")
-    return dynamics, tokenizer
+    lam = load(ckpt["lam"], "lam", "the LAM of --dynamics")[0] if ckpt.get("lam") else None
+    return dynamics, tokenizer, lam
 
 
 def parse_args(argv=None):
@@ -336,14 +375,21 @@ def main(argv=None):
     args = parse_args(argv)
     if args.compare:
         return compare(args.compare, args.out)
-    dynamics, tokenizer = load_models(args.dynamics, args.tokenizer, args.device)
-    windows = load_windows(args.data, 1 if args.play or args.keys else args.max_windows, tokenizer.config.resolution)
-    if max(int(a.max()) for _, a in windows) >= dynamics.config.num_actions:
+    dynamics, tokenizer, lam = load_models(args.dynamics, args.tokenizer, args.device)
+    playing = args.play or args.keys
+    # play needs one start window, but a LAM's key mapping needs the agreement over many
+    windows = load_windows(args.data, 1 if playing and lam is None else args.max_windows, tokenizer.config.resolution)
+    action_names, agreement = load_episode(find_episodes(args.data)[0])["action_names"], None
+    if lam is not None:
+        windows, agreement = latent_windows(lam, windows, args.batch_size, args.device)
+    if lam is None and max(int(a.max()) for _, a in windows) >= dynamics.config.num_actions:
         raise UserError(f"episodes in {args.data} use action ids beyond the model's {dynamics.config.num_actions} actions")
-    if args.play or args.keys:
+    if playing:
         frames, actions = windows[0]
+        # GenieRedux: a key's action becomes the latent code used most often for it (the majority mapping)
+        code_of = np.array(agreement["confusion"]).argmax(0).tolist() if agreement else None
         player = Player(dynamics, tokenizer.encode, tokenizer.decode, frames[:CONTEXT], actions[:CONTEXT - 1],
-                        args.steps, args.temperature, device=args.device, seed=args.seed)
+                        args.steps, args.temperature, device=args.device, seed=args.seed, action_map=code_of)
         if args.keys is None:
             return play_window(player)
         Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -356,9 +402,11 @@ def main(argv=None):
     modes = ["one-go", "autoregressive"] if args.mode == "both" else [args.mode]
     metrics, sample = evaluate_windows(dynamics, tokenizer.decode, tokenizer.encode, windows, modes, args.steps,
                                        args.temperature, args.batch_size, args.seed, inception, args.device)
-    metrics.update(dynamics=str(args.dynamics), data=str(args.data), fid_unavailable=fid_reason)
+    metrics.update(dynamics=str(args.dynamics), data=str(args.data), fid_unavailable=fid_reason, lam_agreement=agreement)
     uncertainty = token_uncertainty(dynamics, sample["tokens"].to(args.device), sample["actions"].to(args.device))
     write_report(args.out, metrics, sample, uncertainty)
+    if agreement:
+        write_agreement(args.out, agreement, action_names)
     print(f"{results_table(metrics)}\nwrote metrics.json, results.md and pictures to {args.out}")
 
 

@@ -39,8 +39,8 @@ class Player:
     from the last `memory` frames (the training clip length) and returns it as uint8 [H, W, 3]."""
 
     def __init__(self, dynamics, encode_fn, decode_fn, frames, actions, steps=25, temperature=1.0, memory=16,
-                 device="cpu", seed=0):
-        self.dynamics, self.decode_fn, self.memory = dynamics, decode_fn, memory
+                 device="cpu", seed=0, action_map=None):
+        self.dynamics, self.decode_fn, self.memory, self.action_map = dynamics, decode_fn, memory, action_map
         self.steps, self.temperature = steps, temperature
         self.start = (encode_fn(torch.as_tensor(frames, device=device)[None].float() / 255),  # [1, Tc, h, w]
                       torch.as_tensor(actions, device=device)[None])  # [1, Tc-1]
@@ -52,6 +52,8 @@ class Player:
 
     @torch.no_grad()
     def step(self, action):
+        """action: index in RIGHT LEFT UP DOWN JUMP; action_map (GenieRedux) turns it into the model's latent code."""
+        action = self.action_map[action] if self.action_map is not None else action
         actions = torch.cat([self.actions, self.actions.new_tensor([[action]])], 1)
         tokens = self.dynamics.generate(self.tokens, actions, 1, self.steps, self.temperature, self.generator)
         self.tokens, self.actions = tokens[:, -self.memory:], actions[:, -(self.memory - 1):]

@@ -1,10 +1,12 @@
-"""The one training loop of every model: tokenizer and dynamics (GenieRedux paper sec. 4 and 5.1; SPEC sec. 6).
+"""The one training loop of every model: tokenizer, LAM and dynamics (GenieRedux paper sec. 4 and 5.1; SPEC sec. 6).
 
 As nanoGPT's train.py: one while loop with evaluation, checkpointing, logging, forward/backward and the
 optimiser step in plain sight. A model plugs in through `loss(batch) -> (loss, metrics)`.
 
     python train.py --model tokenizer --data data/airstriker --out runs/tokenizer
     python train.py --model dynamics --tokenizer runs/tokenizer/ckpt.pt --data data/airstriker --out runs/dynamics
+    python train.py --model lam --data data/coinrun --out runs/lam   # GenieRedux: actions learnt from video
+    python train.py --model dynamics --actions latent --lam runs/lam/ckpt.pt --tokenizer runs/tokenizer/ckpt.pt ...
     python train.py --model tokenizer --init runs/tokenizer/ckpt.pt --decoder-only --steps 1000 --data data/new \
         --out runs/tokenizer_ft   # paper sec. 4: fine-tune the decoder on new data
     torchrun --nproc_per_node 8 train.py --model tokenizer --data data/airstriker   # DDP: one process per GPU
@@ -40,13 +42,14 @@ from tqdm import tqdm
 from collect import EpisodeError, find_episodes, load_episode
 from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics, DynamicsConfig
 from envs import UserError
+from lam import LAM, PRESETS as LAM_PRESETS, LAMConfig
 from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer, TokenizerConfig
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
 
 MODELS = {"tokenizer": (Tokenizer, TokenizerConfig, TOKENIZER_PRESETS),  # model type -> class, config, presets
-          "dynamics": (Dynamics, DynamicsConfig, DYNAMICS_PRESETS)}
+          "dynamics": (Dynamics, DynamicsConfig, DYNAMICS_PRESETS), "lam": (LAM, LAMConfig, LAM_PRESETS)}
 
 
 # ---------------------------------------------------------------------------
@@ -84,7 +87,7 @@ class Clips(Dataset):
         if not len(self.clips):
             raise UserError(f"no episode in {root} has {seq_len} frames (longest: {max(lengths)}): "
                             f"lower --seq-len or collect longer episodes (collect.py --max-steps)")
-        self.seq_len, self.resolution, self.tokens = seq_len, None, None
+        self.seq_len, self.resolution, self.tokens, self.latent = seq_len, None, None, None
 
     def __len__(self):
         return len(self.clips)
@@ -93,8 +96,11 @@ class Clips(Dataset):
         e, s = self.clips[i]
         actions = torch.from_numpy(self.actions[e][s:s + self.seq_len - 1])  # [T-1]
         if self.tokens is not None:
-            if isinstance(self.tokens, str):  # a path: open the memory map once per loader worker
+            if isinstance(self.tokens, str):  # paths: open the memory maps once per loader worker
                 self.tokens = np.load(self.tokens, mmap_mode="r")
+                self.latent = None if self.latent is None else np.load(self.latent, mmap_mode="r")
+            if self.latent is not None:  # GenieRedux: the frozen LAM's codes stand in for the true actions
+                actions = torch.from_numpy(self.latent[i].astype(np.int64))
             return {"tokens": torch.from_numpy(self.tokens[i].astype(np.int64)), "actions": actions}
         frames = cached_episode(self.paths[e], self.resolution)["frames"][s:s + self.seq_len]
         return {"frames": torch.from_numpy(frames), "actions": actions}  # uint8 [T, H, W, 3]
@@ -135,32 +141,39 @@ def barrier():
 
 
 @torch.no_grad()
-def tokenize_clips(tokenizer, clips, path, meta, args, rank, world, device, ctx):
-    """Ids of every clip by the frozen tokenizer, computed once into a memory-mapped int16 [N, T, h, w] .npy.
+def tokenize_clips(tokenizer, lam, clips, path, meta, args, rank, world, device, ctx):
+    """Ids of every clip by the frozen tokenizer, computed once into a memory-mapped int16 [N, T, h, w] .npy
+    (and with a frozen LAM its latent actions [N, T-1] into latent_<split>.npy beside it).
 
     The tokenizer is causal in time but attends to all of its input's past, so a frame's ids depend on
     where its clip starts: each clip is tokenised on its own, as evaluate.py tokenises a test window.
     Each rank tokenises its share; `meta` (tokenizer, clips) says whether an existing cache still fits.
     """
-    meta_path = path.with_suffix(".json")
+    meta_path, latent_path = path.with_suffix(".json"), path.with_name(path.name.replace("tokens", "latent"))
     if not (meta_path.exists() and json.loads(meta_path.read_text()) == meta):
-        tmp = path.with_name(path.name + ".tmp")
+        shapes = {path: (clips.seq_len, *tokenizer.grid), **({latent_path: (clips.seq_len - 1,)} if lam else {})}
+        tmp = {p: p.with_name(p.name + ".tmp") for p in shapes}
         if rank == 0:
-            np.lib.format.open_memmap(tmp, "w+", np.int16, (len(clips), clips.seq_len, *tokenizer.grid))
+            for p, shape in shapes.items():
+                np.lib.format.open_memmap(tmp[p], "w+", np.int16, (len(clips), *shape))
         barrier()
-        ids, part = np.lib.format.open_memmap(tmp, "r+"), range(rank * len(clips) // world, (rank + 1) * len(clips) // world)
+        arrays, part = {p: np.lib.format.open_memmap(tmp[p], "r+") for p in shapes}, range(rank * len(clips) // world, (rank + 1) * len(clips) // world)
         loader = DataLoader(Subset(clips, part), batch_size=args.batch_size, num_workers=args.workers)
         for k, batch in enumerate(tqdm(loader, desc=f"tokenise {path.name}", disable=rank > 0)):
+            frames, at = batch["frames"].to(device), part.start + k * args.batch_size
             with ctx:
-                batch_ids = tokenizer.encode(batch["frames"].to(device))  # [B, T, h, w]
-            ids[part.start + k * args.batch_size:][:len(batch_ids)] = batch_ids.cpu().numpy()
-        ids.flush()
+                arrays[path][at:at + len(frames)] = tokenizer.encode(frames).cpu().numpy()  # [B, T, h, w]
+                if lam:
+                    arrays[latent_path][at:at + len(frames)] = lam.infer_actions(frames).cpu().numpy()  # [B, T-1]
+        for array in arrays.values():
+            array.flush()
         barrier()
         if rank == 0:
-            os.replace(tmp, path)
+            for p in shapes:
+                os.replace(tmp[p], p)
             meta_path.write_text(json.dumps(meta))
         barrier()
-    clips.tokens = str(path)
+    clips.tokens, clips.latent = str(path), str(latent_path) if lam else None
 
 
 # ---------------------------------------------------------------------------
@@ -243,6 +256,9 @@ def predict(model, kind, show, frozen):
     rollout from 2 context frames (paper sec. 5.2) decoded by the frozen tokenizer."""
     if kind == "tokenizer":
         return model(show["frames"].float() / 255)[0]
+    if kind == "lam":  # frame 0 as it is, then frames 1.. predicted from the past and the inferred latent action
+        frames = show["frames"].float() / 255
+        return torch.cat([frames[:, :1], model(frames)[0]], 1)
     tokens = show["tokens"]  # [n, T, h, w]
     return frozen.decode(model.generate(tokens[:, :2], show["actions"], tokens.shape[1] - 2))
 
@@ -325,6 +341,10 @@ def parse_args(argv=None):
     p.add_argument("--no-token-input", action="store_true", help="dynamics: no codebook vectors in the input (paper Tab. 4)")
     p.add_argument("--no-tdce", action="store_true", help="dynamics: plain cross-entropy, no TDCE (paper eq. 1, Tab. 4)")
     p.add_argument("--tdce-lambda", type=float, default=1.0, help="dynamics: weight of the TDCE distance term (default 1.0)")
+    p.add_argument("--actions", choices=["gt", "latent"], default="gt",
+                   help="dynamics: the true actions (GenieRedux-G, default) or a frozen LAM's codes (GenieRedux)")
+    p.add_argument("--lam", help="dynamics --actions latent: checkpoint of the frozen LAM (train one with --model lam)")
+    p.add_argument("--num-actions", type=int, default=7, help="lam: latent action codes (default 7, the paper's CoinRun)")
     p.add_argument("--seq-len", type=int, default=16, help="frames per clip (default 16)")
     p.add_argument("--stride", type=int, default=8, help="frames between the starts of an episode's clips (default 8)")
     p.add_argument("--steps", type=int, default=20000, help="optimiser steps in total (default 20000)")
@@ -379,6 +399,14 @@ def main(argv=None):
     elif args.model == "dynamics":
         raise UserError("--model dynamics needs --tokenizer CKPT: the frozen tokenizer whose ids it learns "
                         "(train one with --model tokenizer)")
+    lam = None  # GenieRedux: the dynamics model is conditioned on a frozen LAM's codes (stop-gradient, as Genie)
+    if args.model == "dynamics" and args.actions == "latent":
+        if not args.lam:
+            raise UserError("--actions latent needs --lam CKPT: a LAM trained with --model lam")
+        lam, lam_ckpt = load_checkpoint(args.lam, device)
+        if lam_ckpt["model_type"] != "lam":
+            raise UserError(f"--lam {args.lam} holds a {lam_ckpt['model_type']}, not a LAM")
+        lam.requires_grad_(False)
 
     Model, _, presets = MODELS[args.model]
     train = val = None
@@ -392,14 +420,17 @@ def main(argv=None):
 
     # the model; a dynamics model takes its sizes from the tokenizer and the data's action set
     config = presets[args.preset]
+    if args.model == "lam":
+        config = replace(config, num_actions=args.num_actions)
     if args.model == "dynamics":
-        paths, names = (train.paths + val.paths, train.action_names + val.action_names) if train else ([], [])
+        paths, names = (train.paths + val.paths, train.action_names + val.action_names) if train and not lam else ([], [])
         for path, other in zip(paths, names):
             if other != names[0]:
                 raise UserError(f"{path} has actions {other} but {paths[0]} has {names[0]}: "
                                 f"a dynamics model needs one action set; train on episodes that share it")
         config = replace(config, num_codes=frozen.config.num_codes, code_dim=frozen.config.code_dim, grid=frozen.grid,
-                         num_actions=len(names[0]) if names else config.num_actions, token_input=not args.no_token_input,
+                         num_actions=lam.config.num_actions if lam else len(names[0]) if names else config.num_actions,
+                         token_input=not args.no_token_input,
                          tdce=not args.no_tdce, tdce_lambda=args.tdce_lambda)  # the paper's Tab. 4 ablation switches
         model = Model(config, codebook=frozen.codebook()).to(device)
     else:
@@ -443,10 +474,13 @@ def main(argv=None):
     if args.model == "dynamics":
         for split, clips in [("train", train)] + ([("val", val)] if val is not train else []):
             meta = {"tokenizer": [str(Path(args.tokenizer).resolve()), tokenizer_ckpt["step"]], "seq_len": args.seq_len,
+                    "lam": str(Path(args.lam).resolve()) if lam else None,
                     "episodes": [str(p) for p in clips.paths], "clips": zlib.crc32(clips.clips.tobytes())}
-            tokenize_clips(frozen, clips, out / f"tokens_{split}.npy", meta, args, rank, world, device, ctx)
+            tokenize_clips(frozen, lam, clips, out / f"tokens_{split}.npy", meta, args, rank, world, device, ctx)
         with ctx:
             show["tokens"] = frozen.encode(show["frames"].to(device))
+            if lam:
+                show["actions"] = lam.infer_actions(show["frames"].to(device))
     show = {k: v.to(device) for k, v in show.items()}
     history = []
     if args.resume and log_path.exists():  # forget what the interrupted run logged after its checkpoint
@@ -478,7 +512,8 @@ def main(argv=None):
                 plot_curves(history, out / "curves.png")
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(config),
                             "model_type": args.model, "preset": args.preset, "step": step, "args": vars(args),
-                            "tokenizer": str(Path(args.tokenizer).resolve()) if frozen else None}, f"{ckpt_path}.tmp")
+                            "tokenizer": str(Path(args.tokenizer).resolve()) if frozen else None,
+                            "lam": str(Path(args.lam).resolve()) if lam else None}, f"{ckpt_path}.tmp")
                 os.replace(f"{ckpt_path}.tmp", ckpt_path)  # atomic: a kill mid-save never leaves a half checkpoint
                 saved_step, tick, tick_step = step, time.perf_counter(), step  # frames/s leaves out evaluation
             if step >= args.steps:

@@ -193,3 +193,30 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(airstri
     assert lines[-1].startswith("error: loss is nan at step ") and "lower --lr" in lines[-1], lines[-1]
     ckpt = torch.load(tmp_path / "ckpt.pt")
     assert ckpt["step"] == 0 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_genieredux_latent_action_path_end_to_end(tokenizer_run, airstriker_data, tmp_path):
+    """GenieRedux: train a LAM, a dynamics model on its frozen codes, then evaluate and play it."""
+    lam, dyn = tmp_path / "lam", tmp_path / "dyn"
+    run = train("--model", "lam", "--data", airstriker_data, "--steps", 4, "--eval-every", 2, "--num-actions", 3,
+                "--out", lam, *TINY)
+    assert run.returncode == 0, run.stderr
+    assert "code_0" in records(lam)[0]  # per-code usage is logged: a collapse shows at once
+    run = train("--model", "dynamics", "--actions", "latent", "--lam", lam / "ckpt.pt", "--tokenizer",
+                tokenizer_run / "ckpt.pt", "--data", airstriker_data, "--steps", 2, "--out", dyn, *TINY)
+    assert run.returncode == 0, run.stderr
+    ckpt = torch.load(dyn / "ckpt.pt")
+    assert ckpt["config"]["num_actions"] == 3 and ckpt["lam"] == str((lam / "ckpt.pt").resolve())
+    assert np.load(dyn / "latent_train.npy").max() < 3  # the dynamics model trained on LAM codes, not true actions
+    evaluate = [sys.executable, "evaluate.py", "--dynamics", str(dyn / "ckpt.pt"), "--data", str(airstriker_data),
+                "--steps", "2", "--max-windows", "4"]
+    run = subprocess.run([*evaluate, "--mode", "one-go", "--out", str(tmp_path / "eval")], cwd=ROOT, env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    results = (tmp_path / "eval" / "results.md").read_text()
+    assert "Latent actions against true actions" in results and (tmp_path / "eval" / "lam_agreement.png").is_file()
+    agreement = json.loads((tmp_path / "eval" / "metrics.json").read_text())["lam_agreement"]
+    assert np.array(agreement["confusion"]).shape[0] == 3 and 0 < agreement["purity"] <= 1
+    run = subprocess.run([*evaluate, "--play", "--keys", "RLJ", "--out", str(tmp_path / "play")], cwd=ROOT, env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and (tmp_path / "play" / "play.gif").is_file(), run.stderr
