@@ -26,8 +26,8 @@ done
 
 # Sizes per preset: episodes per env and their length, optimiser steps, agent steps.
 case $preset in
-  tiny)  : "${EPISODES:=12}" "${MAX_STEPS:=120}" "${TOKENIZER_STEPS:=600}" "${DYNAMICS_STEPS:=600}" \
-           "${DECODER_STEPS:=50}" "${FINETUNE_STEPS:=150}" "${AGENT_STEPS:=4096}" "${EVAL_WINDOWS:=16}" \
+  tiny)  : "${EPISODES:=8}" "${MAX_STEPS:=120}" "${TOKENIZER_STEPS:=300}" "${DYNAMICS_STEPS:=300}" \
+           "${DECODER_STEPS:=30}" "${FINETUNE_STEPS:=100}" "${AGENT_STEPS:=2048}" "${EVAL_WINDOWS:=8}" \
            "${BATCH:=4}" "${SEQ_LEN:=12}" "${NUM_ENVS:=2}" "${WORKERS:=2}" ;;
   small) : "${EPISODES:=400}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=8000}" "${DYNAMICS_STEPS:=8000}" \
            "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=2000}" "${AGENT_STEPS:=200000}" "${EVAL_WINDOWS:=400}" \

@@ -16,7 +16,8 @@ import torch
 
 from collect import EpisodeError
 from envs import UserError
-from train import Clips, evaluate, load_checkpoint, main
+from data import Clips
+from train import evaluate, load_checkpoint, main
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--workers", "0", "--batch-size", "2", "--seq-len", "4", "--stride", "4"]
