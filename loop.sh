@@ -28,10 +28,10 @@ done
 case $preset in
   tiny)  : "${EPISODES:=8}" "${MAX_STEPS:=120}" "${TOKENIZER_STEPS:=300}" "${DYNAMICS_STEPS:=300}" \
            "${DECODER_STEPS:=30}" "${FINETUNE_STEPS:=100}" "${AGENT_STEPS:=2048}" "${EVAL_WINDOWS:=8}" \
-           "${BATCH:=4}" "${SEQ_LEN:=12}" "${NUM_ENVS:=2}" "${WORKERS:=2}" ;;
+           "${BATCH:=4}" "${SEQ_LEN:=12}" "${NUM_ENVS:=2}" "${WORKERS:=2}" "${MASKGIT_STEPS:=8}" ;;
   small) : "${EPISODES:=400}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=8000}" "${DYNAMICS_STEPS:=8000}" \
            "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=2000}" "${AGENT_STEPS:=200000}" "${EVAL_WINDOWS:=400}" \
-           "${BATCH:=16}" "${SEQ_LEN:=16}" "${NUM_ENVS:=8}" "${WORKERS:=8}" ;;
+           "${BATCH:=16}" "${SEQ_LEN:=16}" "${NUM_ENVS:=8}" "${WORKERS:=8}" "${MASKGIT_STEPS:=25}" ;;
   *) echo "error: --preset must be tiny or small, got '$preset'" >&2; exit 2 ;;
 esac
 [ "$fresh" = 1 ] && rm -rf "$out"
@@ -46,7 +46,7 @@ step() {  # step NAME COMMAND...: run COMMAND once; a marker in OUT/done records
 resume() { [ -e "$1" ] && echo --resume || true; }  # resume CHECKPOINT: an interrupted run continues
 collect=(python collect.py --max-steps "$MAX_STEPS" --workers "$WORKERS")
 train=(python train.py --preset "$preset" --batch-size "$BATCH" --seq-len "$SEQ_LEN" --workers 0)
-evaluate=(python evaluate.py --data "$out/data/test" --mode both --max-windows "$EVAL_WINDOWS")
+evaluate=(python evaluate.py --data "$out/data/test" --mode both --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS")
 
 # 1. Random-agent data (sec. 5.1): the pretraining games, or the target game alone.
 if [ -n "$pretrain_envs" ]; then
