@@ -13,7 +13,7 @@ from toy import toy_episode
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
 
 
 def tiny():
@@ -55,18 +55,27 @@ def test_encoder_is_causal():
 
 
 def test_decoder_sees_next_frame_only_through_the_latent_action():
-    """With the latent actions fixed, changing frame k changes the predictions of frames after k only."""
-    model = tiny()
+    """The prediction of frame k depends on frame k only through the latent action of transition k-1."""
     frames = torch.rand(1, 6, 64, 64, 3)
     ids = torch.tensor([[0, 1, 2, 3, 4]])
+    # a one-code LAM: its latent action carries nothing, so nothing of frame k may reach its prediction
+    model, blind = tiny(), LAM(replace(PRESETS["tiny"], num_actions=1)).eval()
     for k in (1, 3, 5):
         changed = frames.clone()
         changed[:, k] = torch.rand(64, 64, 3)
-        a = model.predict(frames[:, :-1], ids)  # [1, 5, 64, 64, 3]: predictions of frames 1..5
-        b = model.predict(changed[:, :-1], ids)
+        a, b = model.predict(frames[:, :-1], ids), model.predict(changed[:, :-1], ids)  # fixed latent actions
         assert torch.equal(a[:, :k], b[:, :k])  # predictions of frames 1..k
+        a, b = blind(frames)[0], blind(changed)[0]  # [1, 5, 64, 64, 3]: predictions of frames 1..5
+        assert (a[:, :k] - b[:, :k]).abs().max() < 1e-5  # z + (q - z) rounds differently from q: tolerance
         if k < 5:
-            assert (a[:, k] - b[:, k]).abs().max() > 1e-4  # prediction of frame k+1 sees frame k
+            assert (a[:, k] - b[:, k]).abs().max() > 1e-3  # the prediction of frame k+1 does see frame k
+    # nor does a later transition's latent action reach the prediction of an earlier frame
+    context, actions = frames[:, :-1], torch.randn(1, 5, PRESETS["tiny"].dim)
+    for t in (0, 2, 4):
+        moved = actions.clone()
+        moved[:, t] += 1.0  # the latent action of transition t -> t+1
+        a, b = model.decode(context, actions), model.decode(context, moved)
+        assert torch.equal(a[:, :t], b[:, :t]) and (a[:, t] - b[:, t]).abs().max() > 1e-3
 
 
 def test_infer_actions_never_changes_the_codebook():
@@ -118,7 +127,10 @@ def psnr(pred, target):
 
 
 def test_learns_the_true_actions_without_collapse():
-    """A tiny LAM on moving-square data uses several codes that agree with the true actions."""
+    """A tiny LAM on moving-square data uses several codes that agree with the true actions.
+
+    Measured over torch/numpy seeds 0-3 (1 and 2 threads): purity 0.69-1.0 after 100-1000 steps.
+    """
     torch.manual_seed(0)
     config = replace(PRESETS["tiny"], resolution=32, patch=8)  # 4x4 tokens, as 64x64 frames at patch 16
     model = LAM(config)
