@@ -35,29 +35,40 @@ class UserError(Exception):
 # ---------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=32)
-def area_weights(n_in, n_out, offset, length):
-    """[n_out, length] matrix: output pixel i averages the input span it covers (area interpolation).
+def area_bands(n_in, n_out, offset, length, channels):
+    """Area interpolation of one axis, as a few dense bands of a mostly-zero weight matrix.
 
-    The input axis is n_in pixels long, of which [offset, offset+length) hold the image; the rest
-    is black padding, so those columns are simply dropped.
+    The axis is n_in pixels long, of which [offset, offset+length) hold the image and the rest is
+    black padding. Output pixel i averages the span [i, i+1) * n_in / n_out, each input pixel
+    weighted by how much of it lies in the span (padding adds zeros, so it is dropped). Returns
+    [(output slice, input slice, weights)], 8 output pixels per band, each band reading only the
+    input pixels it overlaps; `channels` interleaved values per pixel (3 for the last axis of RGB).
     """
-    edges = np.arange(n_out + 1) * n_in / n_out
-    pixel = np.arange(n_in)
+    edges = np.arange(n_out + 1) * n_in / n_out - offset
+    pixel = np.arange(length)
     overlap = np.minimum(edges[1:, None], pixel + 1) - np.maximum(edges[:-1, None], pixel)
-    weights = np.clip(overlap, 0, None) * (n_out / n_in)
-    return weights[:, offset:offset + length].astype(np.float32)
+    weights = (np.clip(overlap, 0, None) * (n_out / n_in)).astype(np.float32)  # [n_out, length]
+    bands = []
+    for start in range(0, n_out, 8):
+        used = np.flatnonzero(weights[start:start + 8].any(0))
+        lo, hi = (used[0], used[-1] + 1) if len(used) else (0, 1)  # an all-padding band reads one pixel at weight 0
+        block = np.kron(weights[start:start + 8, lo:hi], np.eye(channels, dtype=np.float32))
+        bands.append((slice(start * channels, (start + 8) * channels), slice(lo * channels, hi * channels), block))
+    return bands
 
 
 def square_resize(frames, size):
     """[..., H, W, 3] uint8 -> [..., size, size, 3] uint8, black-padded to square first."""
     H, W = frames.shape[-3:-1]
-    side = max(H, W)
-    rows = area_weights(side, size, (side - H) // 2, H)  # [size, H]
-    cols = area_weights(side, size, (side - W) // 2, W)  # [size, W]
-    lead = frames.shape[:-3]
-    out = rows @ frames.astype(np.float32).reshape(*lead, H, W * 3)  # [..., size, W*3]: resize rows
-    out = cols @ out.reshape(*lead, size, W, 3)  # [..., size, size, 3]: resize columns
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    side, lead = max(H, W), frames.shape[:-3]
+    image = frames.reshape(*lead, H, W * 3)
+    rows = np.empty((*lead, size, W * 3), np.float32)
+    for out, inp, weights in area_bands(side, size, (side - H) // 2, H, 1):  # resize the rows ...
+        rows[..., out, :] = weights @ image[..., inp, :]
+    resized = np.empty((*lead, size, size * 3), np.float32)
+    for out, inp, weights in area_bands(side, size, (side - W) // 2, W, 3):  # ... then the columns
+        resized[..., out] = rows[..., inp] @ weights.T
+    return np.clip(resized.reshape(*lead, size, size, 3) + 0.5, 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------

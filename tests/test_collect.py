@@ -148,6 +148,19 @@ def test_area_resize_is_antialiased():
     assert np.abs(small.astype(int) - 127.5).max() <= 26  # nearest-neighbour would give pure 0 or 255
 
 
+@pytest.mark.parametrize("shape, size", [((21, 16, 3), 8), ((7, 10, 3), 4), ((5, 3, 3), 8), ((2, 9, 13, 3), 6), ((24, 24, 3), 17)])
+def test_area_resize_matches_exact_area_average(shape, size):
+    frames = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    H, W = shape[-3:-1]
+    side = max(H, W)
+    padded = np.zeros((*shape[:-3], side, side, 3))
+    padded[..., (side - H) // 2:(side - H) // 2 + H, (side - W) // 2:(side - W) // 2 + W, :] = frames
+    # exact reference: repeat every pixel `size` times per axis, then average blocks of `side`
+    fine = np.repeat(np.repeat(padded, size, -3), size, -2)
+    expected = fine.reshape(*shape[:-3], size, side, size, side, 3).mean((-4, -2))
+    assert np.abs(envs.square_resize(frames, size) - expected).max() <= 0.5 + 1e-3
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--env", "Airstriker-Genesis-v1"], "did you mean Airstriker-Genesis-v0"),
     (["--env", "procgen:coinrunn"], "did you mean procgen:coinrun"),
