@@ -111,12 +111,11 @@ def test_action_agreement_hand_made():
 def toy_transitions(n, rng):
     """n toy transitions as 2-frame clips, frames uint8 [n, 2, 32, 32, 3], actions [n, 1] in 0..3 only.
 
-    The square (8 px) moves one LAM patch (8 px) per step. With smaller steps the codes
-    become phase-dependent (see lam.py): this test checks learning, not that weakness.
+    The dynamics tests' data: an 8 px square moving 4 px per step, one patch of the 4 px patch code.
     """
     clips = []
     while len(clips) < n:
-        frames, actions = toy_episode(1, rng, size=32, square=8, step=8)  # a random place, one random action
+        frames, actions = toy_episode(1, rng, size=32, square=8, step=4)  # a random place, one random action
         if actions[0] < 4 and (frames[0] != frames[1]).any():  # leave out JUMP and moves into a wall:
             clips.append((frames, actions))  # they change nothing, and 4 true actions remain
     return torch.from_numpy(np.stack([f for f, _ in clips])), torch.from_numpy(np.stack([a for _, a in clips]))
@@ -129,10 +128,11 @@ def psnr(pred, target):
 def test_learns_the_true_actions_without_collapse():
     """A tiny LAM on moving-square data uses several codes that agree with the true actions.
 
-    Measured over torch/numpy seeds 0-3 (1 and 2 threads): purity 0.69-1.0 after 100-1000 steps.
+    Measured (seeds 0 and 1, 1 thread): purity 0.99 and 0.77 after 300 steps, 1.0 from 400 on;
+    with 8 px patches on the same data only 0.57-0.70 (codes depend on the sub-patch offset, see lam.py).
     """
     torch.manual_seed(0)
-    config = replace(PRESETS["tiny"], resolution=32, patch=8)  # 4x4 tokens, as 64x64 frames at patch 16
+    config = replace(PRESETS["tiny"], resolution=32, patch=4)  # 8x8 tokens: a move is one patch, as in the dynamics tests
     model = LAM(config)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     rng = np.random.default_rng(0)
