@@ -1,7 +1,7 @@
 """AutoExplore agent: an actor-critic that seeks out the world model's uncertainty (paper sec. 4, eqs. 2-4).
 
-IRIS's actor-critic (4 conv3x3 + max-pool layers, an LSTM, actor and critic heads) plays a real
-game, trained with PPO over worker processes (as CleanRL's ppo_atari_lstm). The game's reward is
+IRIS's actor-critic (actor_critic.py: 4 conv3x3 + max-pool layers, an LSTM, actor and critic heads) plays
+a real game, trained with PPO over worker processes (as CleanRL's ppo_atari_lstm). The game's reward is
 never used: at each step the frozen tokenizer and dynamics model see o(t-4), o(t-3) and the four
 actions since, predict o(t-2)..o(t), and the reward is the mean of the top 25% of o(t)'s normalised
 token entropies. `--reward env` trains the same agent on the game's own reward instead.
@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -27,23 +27,11 @@ import torch
 import torch.nn as nn
 from torch.distributions import Categorical
 
+from actor_critic import PRESETS, ActorCritic, AgentConfig
+from checkpoint import load_world_model
 from dynamics import token_entropy
 from envs import ACTION_NAMES, AgentGame, Envs, UserError, check_env, make_game
-
-
-@dataclass
-class AgentConfig:
-    num_actions: int = 5  # RIGHT LEFT UP DOWN JUMP
-    channels: tuple = (32, 32, 64, 64)  # conv3x3 widths, each followed by a 2x2 max-pool
-    hidden: int = 512  # LSTM size
-    resolution: int = 64  # input frames are resolution x resolution RGB
-
-
-PRESETS = {
-    "tiny": AgentConfig(channels=(8, 8, 16, 16), hidden=64),  # CPU tests
-    "small": AgentConfig(channels=(16, 16, 32, 32), hidden=256),
-    "paper": AgentConfig(),  # IRIS's actor-critic, as the paper
-}
+from plots import plot_agent_curves as plot_curves, plot_exploration
 
 
 # ---------------------------------------------------------------------------
@@ -106,52 +94,9 @@ def intrinsic_reward(world, history):
     return reward
 
 
-def load_world_model(path, device):
-    """A train.py dynamics checkpoint -> (tokenizer, dynamics), frozen, on `device`."""
-    from train import load_checkpoint
-    dynamics, ckpt = load_checkpoint(path, device)
-    if ckpt["model_type"] != "dynamics" or not ckpt.get("tokenizer"):
-        raise UserError(f"--dynamics {path} holds a {ckpt['model_type']} model: pass a dynamics checkpoint of train.py")
-    tokenizer, _ = load_checkpoint(ckpt["tokenizer"], device)  # the frozen tokenizer it was trained on
-    return tokenizer.requires_grad_(False), dynamics.requires_grad_(False)
-
-
 # ---------------------------------------------------------------------------
-# The actor-critic (IRIS): CNN encoder -> LSTM -> actor and critic heads
+# The actor-critic (IRIS, actor_critic.py) as a policy: one game, one step at a time
 # ---------------------------------------------------------------------------
-
-class ActorCritic(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.config = c = config
-        layers, width = [], 3
-        for channels in c.channels:
-            layers += [nn.Conv2d(width, channels, 3, padding=1), nn.MaxPool2d(2), nn.ReLU()]
-            width = channels
-        self.encoder = nn.Sequential(*layers, nn.Flatten())  # [B, width * side * side]
-        side = c.resolution // 2 ** len(c.channels)  # 64 -> 4
-        self.lstm = nn.LSTMCell(width * side * side, c.hidden)
-        self.actor = nn.Linear(c.hidden, c.num_actions)
-        self.critic = nn.Linear(c.hidden, 1)
-        nn.init.orthogonal_(self.actor.weight, 0.01)  # start from a near-uniform policy (as CleanRL)
-        nn.init.zeros_(self.actor.bias)
-
-    def initial_state(self, n, device="cpu"):
-        return torch.zeros(n, self.config.hidden, device=device), torch.zeros(n, self.config.hidden, device=device)
-
-    def forward(self, frames, state, starts):
-        """frames uint8 [T, N, H, W, 3], state (h, c) [N, hidden], starts [T, N] (1: the frame begins an
-        episode) -> logits [T, N, A], values [T, N], state after the last step."""
-        T, N = frames.shape[:2]
-        x = self.encoder(frames.flatten(0, 1).permute(0, 3, 1, 2).float() / 255).view(T, N, -1)
-        h, c, hs = *state, []
-        for t in range(T):
-            keep = 1 - starts[t].float()[:, None]  # a new episode starts from a zero LSTM state
-            h, c = self.lstm(x[t], (h * keep, c * keep))
-            hs.append(h)
-        hs = torch.stack(hs)  # [T, N, hidden]
-        return self.actor(hs), self.critic(hs)[..., 0], (h, c)
-
 
 class Policy:
     """One game, one step at a time, as collect.py plays: sampled actions, and with probability epsilon a
@@ -191,19 +136,6 @@ def load_policy(path, device="cpu", epsilon=0.15):
 # ---------------------------------------------------------------------------
 # PPO training (as CleanRL's ppo_atari_lstm): rollout, bootstrap/GAE, minibatch epochs, logging
 # ---------------------------------------------------------------------------
-
-def plot_curves(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    for ax, key, title in zip(axes, ("reward", "episode_length"), ("mean reward per step", "episode length, steps")):
-        ax.plot([r["steps"] for r in rows if r[key] is not None], [r[key] for r in rows if r[key] is not None])
-        ax.set(xlabel="agent steps", title=title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
 
 def train(args, make_env=None):
     """PPO. make_env() -> an envs.py-style game at frame_skip 1, picklable (it runs in the workers);
@@ -356,18 +288,7 @@ def report(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps({"env": args.env, "agent": args.agent, **results}, indent=2))
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
-    for ax, key in zip(axes, ("autoexplore_reward", "distinct_frames", "x_displacement")):
-        ax.bar(list(results), [r[key] or 0 for r in results.values()], color=["grey", "tab:blue"])
-        ax.set_title(key.replace("_", " "))
-        if results["random"][key] is None:
-            ax.text(0.5, 0.5, "the game names no x in RAM:\nsee distinct frames", ha="center", transform=ax.transAxes)
-    fig.suptitle(f"{args.env}: {args.report_steps} steps per agent")
-    fig.tight_layout()
-    fig.savefig(out / "report.png", dpi=100)
+    plot_exploration(results, f"{args.env}: {args.report_steps} steps per agent", out / "report.png")
 
 
 def parse_args(argv=None):

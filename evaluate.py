@@ -20,54 +20,20 @@ import math
 import sys
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from checkpoint import load_checkpoint
 from collect import EpisodeError, find_episodes, load_episode
 from dynamics import token_entropy
 from envs import UserError
 from fid import WEIGHTS_NAME, FeatureStats, FIDUnavailable, inception_features, load_inception
+from metrics import PSNR_CAP, psnr, ssim
 from play import ACTION_LETTERS, Player, play_keys, play_window, save_gif, to_uint8
 
 CONTEXT, HORIZON, STRIDE = 2, 10, 20  # frames given, frames predicted, frames between window starts
 DELTA_T = 4  # delta_t PSNR is read at the 4th predicted frame, as in Genie and the paper
-# Identical frames (MSE 0) score PSNR_CAP instead of inf, so averages stay finite: the PSNR of the rounding
-# noise of 8-bit pixels (MSE = 1 / (12 * 255^2)), ~58.9 dB. Closer than that, uint8 frames cannot tell.
-PSNR_CAP = 10 * math.log10(12 * 255 ** 2)
-
-
-# ---------------------------------------------------------------------------
-# Metrics on frames [..., H, W, 3] in [0, 1]
-# ---------------------------------------------------------------------------
-
-def psnr(x, y):
-    """PSNR in dB with peak 1: [..., H, W, 3] -> [...]; identical frames give PSNR_CAP."""
-    mse = (x.float() - y.float()).square().mean((-3, -2, -1))
-    return (-10 * torch.log10(mse)).clamp(max=PSNR_CAP)
-
-
-def ssim(x, y, size=11, sigma=1.5):
-    """SSIM (Wang et al. 2004): 11x11 Gaussian window, sigma 1.5, data range 1, each RGB channel, averaged.
-
-    [..., H, W, 3] -> [...]. Only windows that lie fully inside the image count (no padding).
-    """
-    lead, (H, W) = x.shape[:-3], x.shape[-3:-1]
-    x, y = (z.float().reshape(-1, H, W, 3).permute(0, 3, 1, 2) for z in (x, y))  # [N, 3, H, W]
-    g = torch.exp(-(torch.arange(size, device=x.device) - size // 2) ** 2 / (2 * sigma ** 2))
-    g = g / g.sum()
-
-    def blur(z):  # separable Gaussian mean, per channel
-        z = F.conv2d(z, g.view(1, 1, 1, size).expand(3, 1, 1, size), groups=3)
-        return F.conv2d(z, g.view(1, 1, size, 1).expand(3, 1, size, 1), groups=3)
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cov = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    s = (2 * mx * my + c1) * (2 * cov + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
-    return s.mean((1, 2, 3)).view(lead)
 
 
 # ---------------------------------------------------------------------------
@@ -189,26 +155,9 @@ def results_table(metrics):
     return "\n".join(lines + ([f"\nFID unavailable: {reason}"] if reason else []))
 
 
-def save_grid(plt, rows, titles, path, colorbar=None):
-    """One picture of rows of frames: rows is {label: float [T, H, W, 3] in [0, 1]}; columns are time steps."""
-    framed = {k: np.pad(v, ((0, 0), (0, 2), (0, 2), (0, 0)), constant_values=1) for k, v in rows.items()}  # white gaps
-    H, W = next(iter(framed.values())).shape[1:3]
-    grid = np.concatenate([np.concatenate(list(frames), 1) for frames in framed.values()], 0)  # [rows*H, T*W, 3]
-    fig, ax = plt.subplots(figsize=(grid.shape[1] / 70 + 2, grid.shape[0] / 70 + 0.5))
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_xticks(np.arange(len(titles)) * W + W / 2, titles, fontsize=7)
-    ax.set_yticks(np.arange(len(rows)) * H + H / 2, list(rows), fontsize=7)
-    ax.tick_params(length=0, labeltop=True, labelbottom=False)
-    if colorbar:
-        fig.colorbar(plt.cm.ScalarMappable(cmap=colorbar[0]), ax=ax, label=colorbar[1], fraction=0.02)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-
 def write_report(out, metrics, sample, uncertainty):
     """metrics.json, results.md, horizon.png, rollouts.png/.gif, tokens.png, uncertainty.png into `out`."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from plots import colour_map, plot_horizon, save_grid  # here, not on top: it selects Agg, and --play needs a window
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -217,25 +166,21 @@ def write_report(out, metrics, sample, uncertainty):
         f"{HORIZON} predicted frames) of {metrics.get('data', 'episodes')}; MaskGIT {metrics['steps']} steps, temperature "
         f"{metrics['temperature']}; PSNR capped at {PSNR_CAP:.1f} dB (8-bit rounding noise).\n\n"
         f"{results_table(metrics)}\n\n![PSNR by horizon](horizon.png)\n![rollouts](rollouts.png)\n")
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for row, m in metrics["rows"].items():
-        ax.plot(range(1, HORIZON + 1), m["psnr_by_horizon"], marker="o", label=ROW_NAMES[row])
-    ax.set(xlabel="predicted frame (horizon)", ylabel="PSNR (dB)", title="PSNR by horizon")
-    ax.legend(fontsize=7), fig.tight_layout(), fig.savefig(out / "horizon.png", dpi=100), plt.close(fig)
+    plot_horizon({ROW_NAMES[row]: m["psnr_by_horizon"] for row, m in metrics["rows"].items()}, out / "horizon.png")
 
     letters = [ACTION_LETTERS[a] if a < len(ACTION_LETTERS) else str(a) for a in sample["actions"].tolist()]
     titles = [f"ctx {t}" if t < CONTEXT else f"+{t - CONTEXT + 1} {letters[t - 1]}" for t in range(CONTEXT + HORIZON)]
     clips = {k: v.clamp(0, 1).numpy() for k, v in sample["clips"].items()}
-    save_grid(plt, clips, titles, out / "rollouts.png")
+    save_grid(clips, titles, out / "rollouts.png")
     save_gif(out / "rollouts.gif", [to_uint8(np.concatenate([c[t] for c in clips.values()], 1))
                                     for t in range(CONTEXT + HORIZON)], scale=2)  # left to right: the rows of rollouts.png
     truth, tokens = clips["ground truth"], sample["tokens"].numpy()  # [T, H, W, 3], [T, h, w]
     scale = truth.shape[1] // tokens.shape[1]  # pixels per token
     palette = np.random.default_rng(0).random((tokens.max() + 1, 3))  # paper Fig. 5: one fixed colour per code id
     token_map = palette[tokens].repeat(scale, 1).repeat(scale, 2)
-    save_grid(plt, {"frames": truth, "token ids": token_map}, titles, out / "tokens.png")
-    heat = plt.get_cmap("magma")(uncertainty.numpy())[..., :3].repeat(scale, 1).repeat(scale, 2)  # paper Fig. 6
-    save_grid(plt, {"frames": truth[1:], "uncertainty": heat}, titles[1:], out / "uncertainty.png",
+    save_grid({"frames": truth, "token ids": token_map}, titles, out / "tokens.png")
+    heat = colour_map(uncertainty.numpy(), "magma").repeat(scale, 1).repeat(scale, 2)  # paper Fig. 6
+    save_grid({"frames": truth[1:], "uncertainty": heat}, titles[1:], out / "uncertainty.png",
               colorbar=("magma", "entropy / ln(codes)"))
 
 
@@ -244,8 +189,7 @@ def compare(run_dirs, out):
 
     run_dirs: evaluate.py output folders (their metrics.json); writes OUT/results.md and OUT/results.png.
     """
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from plots import plot_comparison
     runs = {Path(d).name: json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs}
     lines = [f"| model | PSNR (dB) | SSIM | delta_t PSNR (t={DELTA_T}) | FID |", "|---|---|---|---|---|"]
     bars = {}
@@ -266,14 +210,8 @@ def compare(run_dirs, out):
         f"# Results\n\n{first['windows']} test windows of {first.get('data', 'the test set')} ({CONTEXT} context + "
         f"{HORIZON} predicted frames), MaskGIT {first['steps']} steps, temperature {first['temperature']}.\n\n"
         + "\n".join(lines) + (f"\n\nFID unavailable: {reason}" if reason else "") + "\n\n![results](results.png)\n")
-    fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.4 * len(bars)), 3.5))
-    for ax, k, title in zip(axes, range(2), ("PSNR (dB)", f"delta_t PSNR (t={DELTA_T})")):
-        ax.bar(list(bars), [v[k] for v in bars.values()], color="tab:blue")
-        ax.set_title(title), ax.tick_params(axis="x", labelsize=6)
     floor = first["rows"]["copy-last-frame"]["psnr"]
-    axes[0].axhline(floor, color="grey", ls="--", label=f"copy last frame {floor:.1f}"), axes[0].legend(fontsize=7)
-    axes[0].set_ylim(min(floor, *(v[0] for v in bars.values())) - 2, None)
-    fig.tight_layout(), fig.savefig(Path(out) / "results.png", dpi=100), plt.close(fig)
+    plot_comparison(bars, ("PSNR (dB)", f"delta_t PSNR (t={DELTA_T})"), floor, Path(out) / "results.png")
     print((Path(out) / "results.md").read_text())
 
 
@@ -300,8 +238,7 @@ def latent_windows(lam, windows, batch_size, device):
 
 def write_agreement(out, agreement, action_names):
     """The LAM's codes against the true actions: a table appended to results.md and lam_agreement.png."""
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from plots import plot_confusion
     confusion = np.array(agreement["confusion"])  # [codes, true actions]
     rows = [f"| {k} | {confusion[k].sum()} | {action_names[m] if m >= 0 else 'unused'} | "
             f"{confusion[k].max() / max(1, confusion[k].sum()):.2f} |" for k, m in enumerate(agreement["majority"])]
@@ -309,19 +246,12 @@ def write_agreement(out, agreement, action_names):
         f.write(f"\n## Latent actions against true actions\n\nPurity {agreement['purity']:.3f} (share of transitions "
                 "whose true action is their code's majority).\n\n| code | transitions | majority action | purity |\n"
                 "|---|---|---|---|\n" + "\n".join(rows) + "\n\n![agreement](lam_agreement.png)\n")
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * confusion.shape[1], 1 + 0.4 * confusion.shape[0]))
-    ax.imshow(confusion / confusion.sum(1, keepdims=True).clip(1), cmap="Blues", vmin=0, vmax=1)
-    ax.set(xticks=range(confusion.shape[1]), yticks=range(confusion.shape[0]), xlabel="true action", ylabel="latent code")
-    ax.set_xticklabels(action_names[:confusion.shape[1]], fontsize=7)
-    for (k, a), n in np.ndenumerate(confusion):
-        ax.text(a, k, n, ha="center", va="center", fontsize=6)
-    fig.tight_layout(), fig.savefig(Path(out) / "lam_agreement.png", dpi=100), plt.close(fig)
+    plot_confusion(confusion, action_names, Path(out) / "lam_agreement.png")
 
 
 def load_models(dynamics_path, tokenizer_path, device):
     """(dynamics, tokenizer, lam or None) from train.py checkpoints; the tokenizer defaults to the one the dynamics
     recorded, and a GenieRedux model (trained on latent actions) comes with the LAM it recorded."""
-    from train import load_checkpoint
 
     def load(path, kind, flag):
         try:

@@ -27,57 +27,26 @@ from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, default_collate
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from benchmark import benchmark
+from checkpoint import MODELS, check_compatible, load_checkpoint, read_checkpoint
 from collect import EpisodeError
 from data import Batches, Clips, barrier, clip_order, tokenize_clips
-from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics, DynamicsConfig
 from envs import UserError
-from lam import LAM, PRESETS as LAM_PRESETS, LAMConfig
-from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer, TokenizerConfig
-
-matplotlib.use("Agg")  # files only, no window
-import matplotlib.pyplot as plt  # noqa: E402
-
-MODELS = {"tokenizer": (Tokenizer, TokenizerConfig, TOKENIZER_PRESETS),  # model type -> class, config, presets
-          "dynamics": (Dynamics, DynamicsConfig, DYNAMICS_PRESETS), "lam": (LAM, LAMConfig, LAM_PRESETS)}
+from metrics import mean_psnr
+from plots import plot_training_curves, save_samples
+from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer
 
 
 # ---------------------------------------------------------------------------
-# Models, checkpoints, schedule
+# The training step and its schedule (checkpoint.py reads and checks checkpoints)
 # ---------------------------------------------------------------------------
-
-def read_checkpoint(path, device):
-    if not Path(path).is_file():
-        raise UserError(f"checkpoint {path} not found: train.py writes OUT/ckpt.pt")
-    return torch.load(path, map_location=device)
-
-
-def load_checkpoint(path, device="cpu"):
-    """Rebuild any model from a train.py checkpoint, no flags needed -> (model in eval mode, checkpoint dict)."""
-    ckpt = read_checkpoint(path, device)
-    Model, Config, _ = MODELS[ckpt["model_type"]]
-    model = Model(Config(**ckpt["config"])).to(device)  # a dynamics codebook comes back with the weights
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), ckpt
-
-
-def check_compatible(ckpt, path, flag, args, config):
-    """--resume and --init need a checkpoint of the same model type and configuration."""
-    diff = [k for k, v in asdict(config).items() if ckpt["config"].get(k) != v]
-    if ckpt["model_type"] != args.model or diff:
-        raise UserError(f"{flag} {path} holds a {ckpt['model_type']} --preset {ckpt['preset']} model"
-                        + (f" (other {', '.join(diff)})" if ckpt["model_type"] == args.model else "")
-                        + f", but this run builds {args.model} --preset {args.preset}: pass the --model, --preset and "
-                        + ("flags of that run, or a new --out" if flag == "--resume" else "flags of the run that wrote it"))
-
 
 class LossOf(torch.nn.Module):
     """DDP synchronises gradients only through forward(): route the model's loss(batch) through it."""
@@ -100,14 +69,8 @@ def learning_rate(step, args):
 
 
 # ---------------------------------------------------------------------------
-# Evaluation, pictures, benchmark
+# Evaluation (pictures: plots.py; --benchmark: benchmark.py)
 # ---------------------------------------------------------------------------
-
-def psnr(pred, real):
-    """PSNR in dB (peak 1.0) of each frame, averaged: pred, real float [..., H, W, 3] in [0, 1]."""
-    mse = ((pred.float() - real.float()) ** 2).mean((-3, -2, -1)).clamp_min(1e-10)
-    return (-10 * mse.log10()).mean().item()
-
 
 @torch.no_grad()
 def evaluate(model, val, args, device, ctx):
@@ -135,71 +98,6 @@ def predict(model, kind, show, frozen):
         return torch.cat([frames[:, :1], model(frames)[0]], 1)
     tokens = show["tokens"]  # [n, T, h, w]
     return frozen.decode(model.generate(tokens[:, :2], show["actions"], tokens.shape[1] - 2))
-
-
-def save_grid(real, pred, path):
-    """Per clip a row of real frames above a row of the model's frames; columns are time."""
-    rows = torch.stack([real, pred], 1).flatten(0, 1).float()  # [2n, T, H, W, 3]
-    n, T, H, W, C = rows.shape
-    plt.imsave(path, rows.permute(0, 2, 1, 3, 4).reshape(n * H, T * W, C).clamp(0, 1).cpu().numpy())
-
-
-def plot_curves(history, path):
-    """Loss and the quality figures (PSNR, masked-token accuracy) against step, train and val."""
-    keys = [k for k in ("loss", "psnr", "acc") if any(k in r for r in history)]
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        for split in ("train", "val"):
-            points = [(r["step"], r[key]) for r in history if r["split"] == split and key in r]
-            if points:
-                ax.plot(*zip(*points), label=split, marker="o" if split == "val" else None)
-        ax.set(xlabel="step", title=key + (" (dB)" if key == "psnr" else ""), yscale="log" if key == "loss" else "linear")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def benchmark(model, step_model, optimizer, train, args, device, ctx, grid):
-    """Print parameters, ms/step, frames/s, tokens/s, peak memory and MFU of a training step, and loader clips/s."""
-    B, T, c = args.batch_size, args.seq_len, model.config
-    batch = {"tokens": torch.randint(0, c.num_codes, (B, T, *c.grid))} if args.model == "dynamics" \
-        else {"frames": torch.randint(0, 256, (B, T, c.resolution, c.resolution, 3), dtype=torch.uint8)}
-    batch = {k: v.to(device) for k, v in {**batch, "actions": torch.zeros(B, T - 1, dtype=torch.long)}.items()}
-    with FlopCounterMode(display=False) as flops, ctx:  # eager: a compiled model hides its FLOPs
-        model.loss(batch)[0].backward()
-    optimizer.zero_grad(set_to_none=True)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for i in range(13):  # 3 warm-up (and compilation) steps, 10 timed
-        if i == 3:
-            sync()
-            start = time.perf_counter()
-        with ctx:
-            loss, _ = step_model(batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    sync()
-    seconds = (time.perf_counter() - start) / 10
-    print(f"{args.model} --preset {args.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
-          f"batch {B} x {T} frames: {1000 * seconds:.1f} ms/step | {B * T / seconds:.0f} frames/s | "
-          f"{B * T * math.prod(grid) / seconds:.0f} tokens/s")
-    if device.type == "cuda":
-        print(f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB | MFU "
-              f"{flops.get_total_flops() / seconds / args.peak_flops:.1%} of {args.peak_flops:.3g} FLOP/s (bf16)")
-    else:
-        import resource
-        print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process RSS) | "
-              f"{flops.get_total_flops() / seconds / 1e9:.1f} GFLOP/s (MFU on CUDA only)")
-    if train is not None:  # reading and decoding episode files, the loader's real work
-        loader = iter(DataLoader(train, batch_sampler=Batches(train, B, args.seed), num_workers=args.workers))
-        next(loader)  # worker start-up is not loading
-        start = time.perf_counter()
-        for _ in range(20):
-            next(loader)
-        note = " (dynamics trains on cached tokens)" if args.model == "dynamics" else ""
-        print(f"loader: {20 * B / (time.perf_counter() - start):.0f} clips/s from .npz files with --workers "
-              f"{args.workers}; the model trains on {B / seconds:.0f} clips/s{note}")
 
 
 # ---------------------------------------------------------------------------
@@ -376,15 +274,15 @@ def main(argv=None):
                 with ctx:
                     pred, real = predict(model, args.model, show, frozen).float(), show["frames"].float() / 255
                 if args.model == "dynamics":  # one-go PSNR of the predicted frames (not the 2 context frames)
-                    val_metrics["psnr"] = psnr(pred[:, 2:], real[:, 2:])
+                    val_metrics["psnr"] = mean_psnr(pred[:, 2:], real[:, 2:])
                 if not math.isfinite(val_metrics["loss"]):
                     raise UserError(f"validation loss is {val_metrics['loss']} at step {step}: training diverged; "
                                     f"{ckpt_path} keeps step {saved_step}; lower --lr (now {args.lr:g}) and --resume")
                 history.append({"step": step, "split": "val", **val_metrics})
                 with open(log_path, "a") as f:
                     f.write(json.dumps(history[-1]) + "\n")
-                save_grid(real, pred, out / "samples.png")
-                plot_curves(history, out / "curves.png")
+                save_samples(real, pred, out / "samples.png")
+                plot_training_curves(history, out / "curves.png")
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(config),
                             "model_type": args.model, "preset": args.preset, "step": step, "args": vars(args),
                             "tokenizer": str(Path(args.tokenizer).resolve()) if frozen else None,

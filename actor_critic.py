@@ -1,0 +1,62 @@
+"""The AutoExplore agent's network: IRIS's actor-critic (GenieRedux paper sec. 4). Needs only torch.
+
+4 conv3x3 + max-pool layers encode a 64x64 frame, an LSTM carries the episode, and two linear heads
+give the policy's logits and the value. agent.py trains it with PPO and collect.py plays with it;
+the preset table sizes it.
+
+    python agent.py --env Airstriker-Genesis-v0 --dynamics runs/dynamics/ckpt.pt --out runs/agent
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class AgentConfig:
+    num_actions: int = 5  # RIGHT LEFT UP DOWN JUMP
+    channels: tuple = (32, 32, 64, 64)  # conv3x3 widths, each followed by a 2x2 max-pool
+    hidden: int = 512  # LSTM size
+    resolution: int = 64  # input frames are resolution x resolution RGB
+
+
+PRESETS = {
+    "tiny": AgentConfig(channels=(8, 8, 16, 16), hidden=64),  # CPU tests
+    "small": AgentConfig(channels=(16, 16, 32, 32), hidden=256),
+    "paper": AgentConfig(),  # IRIS's actor-critic, as the paper
+}
+
+
+class ActorCritic(nn.Module):
+    """CNN encoder -> LSTM -> actor and critic heads."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = c = config
+        layers, width = [], 3
+        for channels in c.channels:
+            layers += [nn.Conv2d(width, channels, 3, padding=1), nn.MaxPool2d(2), nn.ReLU()]
+            width = channels
+        self.encoder = nn.Sequential(*layers, nn.Flatten())  # [B, width * side * side]
+        side = c.resolution // 2 ** len(c.channels)  # 64 -> 4
+        self.lstm = nn.LSTMCell(width * side * side, c.hidden)
+        self.actor = nn.Linear(c.hidden, c.num_actions)
+        self.critic = nn.Linear(c.hidden, 1)
+        nn.init.orthogonal_(self.actor.weight, 0.01)  # start from a near-uniform policy (as CleanRL)
+        nn.init.zeros_(self.actor.bias)
+
+    def initial_state(self, n, device="cpu"):
+        return torch.zeros(n, self.config.hidden, device=device), torch.zeros(n, self.config.hidden, device=device)
+
+    def forward(self, frames, state, starts):
+        """frames uint8 [T, N, H, W, 3], state (h, c) [N, hidden], starts [T, N] (1: the frame begins an
+        episode) -> logits [T, N, A], values [T, N], state after the last step."""
+        T, N = frames.shape[:2]
+        x = self.encoder(frames.flatten(0, 1).permute(0, 3, 1, 2).float() / 255).view(T, N, -1)
+        h, c, hs = *state, []
+        for t in range(T):
+            keep = 1 - starts[t].float()[:, None]  # a new episode starts from a zero LSTM state
+            h, c = self.lstm(x[t], (h * keep, c * keep))
+            hs.append(h)
+        hs = torch.stack(hs)  # [T, N, hidden]
+        return self.actor(hs), self.critic(hs)[..., 0], (h, c)
