@@ -26,7 +26,7 @@ done
 
 # Sizes per preset: episodes per env and their length, optimiser steps, agent steps.
 case $preset in
-  tiny)  : "${EPISODES:=8}" "${MAX_STEPS:=120}" "${TOKENIZER_STEPS:=300}" "${DYNAMICS_STEPS:=300}" \
+  tiny)  : "${EPISODES:=8}" "${MAX_STEPS:=120}" "${TOKENIZER_STEPS:=600}" "${DYNAMICS_STEPS:=300}" \
            "${DECODER_STEPS:=30}" "${FINETUNE_STEPS:=100}" "${AGENT_STEPS:=2048}" "${EVAL_WINDOWS:=8}" \
            "${BATCH:=4}" "${SEQ_LEN:=12}" "${NUM_ENVS:=2}" "${WORKERS:=2}" "${MASKGIT_STEPS:=8}" ;;
   small) : "${EPISODES:=400}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=8000}" "${DYNAMICS_STEPS:=8000}" \
