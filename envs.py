@@ -34,6 +34,9 @@ class UserError(Exception):
 # Frames: pad to a square with black, then antialiased area resize (SPEC sec. 3)
 # ---------------------------------------------------------------------------
 
+BAND = 8  # output pixels per band of the resize: wider bands multiply more zeros, narrower ones cost more calls (8 measured fastest)
+
+
 @functools.lru_cache(maxsize=32)
 def area_bands(n_in, n_out, offset, length, channels):
     """Area interpolation of one axis, as a few dense bands of a mostly-zero weight matrix.
@@ -41,7 +44,7 @@ def area_bands(n_in, n_out, offset, length, channels):
     The axis is n_in pixels long, of which [offset, offset+length) hold the image and the rest is
     black padding. Output pixel i averages the span [i, i+1) * n_in / n_out, each input pixel
     weighted by how much of it lies in the span (padding adds zeros, so it is dropped). Returns
-    [(output slice, input slice, weights)], 8 output pixels per band, each band reading only the
+    [(output slice, input slice, weights)], BAND output pixels per band, each reading only the
     input pixels it overlaps; `channels` interleaved values per pixel (3 for the last axis of RGB).
     """
     edges = np.arange(n_out + 1) * n_in / n_out - offset
@@ -49,11 +52,11 @@ def area_bands(n_in, n_out, offset, length, channels):
     overlap = np.minimum(edges[1:, None], pixel + 1) - np.maximum(edges[:-1, None], pixel)
     weights = (np.clip(overlap, 0, None) * (n_out / n_in)).astype(np.float32)  # [n_out, length]
     bands = []
-    for start in range(0, n_out, 8):
-        used = np.flatnonzero(weights[start:start + 8].any(0))
+    for start in range(0, n_out, BAND):
+        used = np.flatnonzero(weights[start:start + BAND].any(0))
         lo, hi = (used[0], used[-1] + 1) if len(used) else (0, 1)  # an all-padding band reads one pixel at weight 0
-        block = np.kron(weights[start:start + 8, lo:hi], np.eye(channels, dtype=np.float32))
-        bands.append((slice(start * channels, (start + 8) * channels), slice(lo * channels, hi * channels), block))
+        block = np.kron(weights[start:start + BAND, lo:hi], np.eye(channels, dtype=np.float32))
+        bands.append((slice(start * channels, (start + BAND) * channels), slice(lo * channels, hi * channels), block))
     return bands
 
 
