@@ -67,11 +67,12 @@ def square_resize(frames, size):
     image = frames.reshape(*lead, H, W * 3)
     rows = np.empty((*lead, size, W * 3), np.float32)
     for out, inp, weights in area_bands(side, size, (side - H) // 2, H, 1):  # resize the rows ...
-        rows[..., out, :] = weights @ image[..., inp, :]
+        np.matmul(weights, image[..., inp, :], out=rows[..., out, :])
     resized = np.empty((*lead, size, size * 3), np.float32)
     for out, inp, weights in area_bands(side, size, (side - W) // 2, W, 3):  # ... then the columns
         resized[..., out] = rows[..., inp] @ weights.T
-    return np.clip(resized.reshape(*lead, size, size, 3) + 0.5, 0, 255).astype(np.uint8)
+    resized += 0.5  # round to nearest; an average of uint8 values needs no clipping
+    return resized.reshape(*lead, size, size, 3).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------

@@ -147,6 +147,11 @@ def test_area_resize_is_antialiased():
     assert np.abs(small.astype(int) - 127.5).max() <= 26  # nearest-neighbour would give pure 0 or 255
 
 
+def test_area_resize_keeps_white_white():
+    white = envs.square_resize(np.full((224, 320, 3), 255, np.uint8), 64)  # rounding must not wrap 255 to 0
+    assert (white[10:54] == 255).all() and (white[:9] < 255).all()  # rows 0-9 average in the black padding
+
+
 @pytest.mark.parametrize("shape, size", [((21, 16, 3), 8), ((7, 10, 3), 4), ((5, 3, 3), 8), ((2, 9, 13, 3), 6), ((24, 24, 3), 17)])
 def test_area_resize_matches_exact_area_average(shape, size):
     frames = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
