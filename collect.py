@@ -284,7 +284,10 @@ def main(argv=None):
     for stale in Path(args.out).glob("*/.*.tmp"):  # left by a run killed mid-write
         stale.unlink()
     jobs = plan_jobs(envs, args)
-    todo = [job for job in jobs if not Path(job.path).exists()]
+    # An episode already written to any split this command fills stays where it is: growing --episodes
+    # (which moves the val/train boundary) must not write it again into the other split.
+    splits = [args.split] if args.split else ["train", "val"]
+    todo = [job for job in jobs if not any((Path(args.out) / s / Path(job.path).name).exists() for s in splits)]
     print(f"{len(jobs)} episodes planned, {len(jobs) - len(todo)} already on disk, collecting {len(todo)} with {args.workers} worker(s)")
     from tqdm import tqdm
     summary = {env: [0, 0, 0] for env in envs}

@@ -68,6 +68,15 @@ def test_procgen_coinrun_episode(tmp_path):
     assert ep["env"] == "procgen:coinrun" and ep["action_names"] == collect.ACTION_NAMES
 
 
+def test_growing_a_collection_never_copies_an_episode_into_the_other_split(tmp_path):
+    assert run_collect("--episodes", 2, "--max-steps", 5, "--out", tmp_path).returncode == 0  # val: 0, train: 1
+    grown = run_collect("--episodes", 4, "--val-fraction", 0.5, "--max-steps", 5, "--out", tmp_path)  # plans val: 0, 1
+    assert grown.returncode == 0, grown.stderr
+    assert "2 already on disk, collecting 2" in grown.stdout
+    train, val = ({p.name for p in (tmp_path / split).glob("*.npz")} for split in ("train", "val"))
+    assert not train & val and len(train | val) == 4
+
+
 def test_resume_after_interrupt_gives_the_uninterrupted_set(tmp_path):
     flags = ["--episodes", 6, "--max-steps", 40, "--seed", 3]
     whole = run_collect(*flags, "--out", tmp_path / "whole")
