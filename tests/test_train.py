@@ -166,6 +166,13 @@ def test_benchmark_prints_figures_and_writes_nothing(airstriker_data, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_compile_falls_back_to_eager_when_the_compiler_fails(airstriker_data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)  # train.main sets it; restore after
+    monkeypatch.setattr(torch._inductor.config, "_raise_error_for_testing", True)  # every compilation fails
+    main(["--model", "tokenizer", "--data", str(airstriker_data), *TINY, "--benchmark", "--compile", "--device", "cpu"])
+    assert "ms/step" in capsys.readouterr().out
+
+
 def test_errors_name_the_problem_and_the_fix(airstriker_data, tokenizer_run, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad").mkdir()
