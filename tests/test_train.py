@@ -166,7 +166,7 @@ def test_benchmark_prints_figures_and_writes_nothing(airstriker_data, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_compile_falls_back_to_eager_when_the_compiler_fails(airstriker_data, tmp_path, monkeypatch, capsys):
+def test_compile_falls_back_to_eager_when_the_compiler_fails(airstriker_data, monkeypatch, capsys):
     monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)  # train.main sets it; restore after
     monkeypatch.setattr(torch._inductor.config, "_raise_error_for_testing", True)  # every compilation fails
     main(["--model", "tokenizer", "--data", str(airstriker_data), *TINY, "--benchmark", "--compile", "--device", "cpu"])
