@@ -1,8 +1,11 @@
 """The speed of a training step: parameters, ms/step, frames/s, tokens/s, peak memory, MFU and loader rate.
 
 train.py --benchmark builds the model, optimiser and (compiled, DDP) step exactly as for training, then
-calls `benchmark` instead of its loop; it writes nothing. MFU is the FLOPs of one eager forward/backward
-(torch's FlopCounterMode) per second over the GPU's peak bf16 FLOP/s (--peak-flops).
+calls `benchmark` instead of its loop; it writes nothing. MFU = FLOPs per step / seconds per step / the
+GPU's peak dense bf16 FLOP/s (--peak-flops, default 989e12 for an H100 or H200 SXM). The FLOPs of a
+step are counted by torch's FlopCounterMode on one eager forward and backward: 2 per multiply-add of
+every matmul, convolution and attention product (the backward counted too, about twice the forward);
+elementwise work (norms, softmax, GELU, the optimiser) is not counted, as in the usual MFU definition.
 
     python train.py --model tokenizer --preset paper --benchmark
     python train.py --model tokenizer --preset tiny --benchmark --device cpu --batch-size 2 --seq-len 4

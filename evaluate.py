@@ -15,6 +15,7 @@ sec. 4), and the tokenizer checkpoint named in the dynamics checkpoint (or --tok
 play.gif). FID needs the FID Inception weights (fid.py); without them it is reported unavailable.
 """
 import argparse
+import copy
 import json
 import math
 import sys
@@ -65,12 +66,12 @@ def load_windows(root, max_windows=None, resolution=64):
 
 
 @torch.no_grad()
-def evaluate_windows(dynamics, decode_fn, encode_fn, windows, modes=("one-go",), steps=25, temperature=1.0,
+def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, temperature=1.0,
                      batch_size=8, seed=0, inception=None, device="cpu"):
     """Metrics of a dynamics model on test windows: the whole evaluation, without files.
 
     windows: (frames uint8 [12, H, W, 3], actions int64 [11]) pairs, e.g. from load_windows.
-    encode_fn: frames float [B, T, H, W, 3] in [0, 1] -> ids [B, T, h, w]; decode_fn: ids -> frames.
+    tokenizer: encode(frames [B, T, H, W, 3]) -> ids [B, T, h, w]; decode(ids, caches) -> frames; decoder_caches().
     modes: "one-go" and/or "autoregressive". inception: a fid.FIDInceptionV3, or None for no FID.
     Returns (metrics, a JSON-ready dict; sample, the first window's clips, tokens and actions).
     """
@@ -89,8 +90,14 @@ def evaluate_windows(dynamics, decode_fn, encode_fn, windows, modes=("one-go",),
         random_actions = torch.cat([actions[:, :CONTEXT - 1], random], 1)  # [B, 11]
         truth = frames[:, CONTEXT:]  # [B, 10, H, W, 3]
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            tokens = encode_fn(frames)  # [B, 12, h, w]
-            preds = {"tokenizer": decode_fn(tokens)[:, CONTEXT:].float(),
+            tokens = tokenizer.encode(frames)  # [B, 12, h, w]
+            context_decoder = tokenizer.decoder_caches()
+            context = tokenizer.decode(tokens[:, :CONTEXT], context_decoder).float()  # decoded once for every row
+
+            def decode_predicted(ids):  # predicted frames alone, on the decoder's keys and values of the context
+                return tokenizer.decode(ids, [copy.copy(c) for c in context_decoder]).float()  # commit never writes in place
+
+            preds = {"tokenizer": decode_predicted(tokens[:, CONTEXT:]),
                      "copy-last-frame": frames[:, CONTEXT - 1:CONTEXT].expand_as(truth)}
             clips = {}
             for mode in modes:
@@ -98,9 +105,9 @@ def evaluate_windows(dynamics, decode_fn, encode_fn, windows, modes=("one-go",),
                 for name, acts in (("true actions", actions), ("random actions", random_actions)):
                     generator = torch.Generator(device).manual_seed(seed + start)  # both branches: same sampler noise
                     out = generate(tokens[:, :CONTEXT], acts, HORIZON, steps, temperature, generator)
-                    clips[f"{mode}, {name}"] = decode_fn(out).float()  # [B, 12, H, W, 3]
-                preds[mode] = clips[f"{mode}, true actions"][:, CONTEXT:]
-                random_psnrs[mode].append(psnr(truth, clips[f"{mode}, random actions"][:, CONTEXT:]).cpu())
+                    clips[f"{mode}, {name}"] = decode_predicted(out[:, CONTEXT:])  # [B, 10, H, W, 3]
+                preds[mode] = clips[f"{mode}, true actions"]
+                random_psnrs[mode].append(psnr(truth, clips[f"{mode}, random actions"]).cpu())
         for row in rows:
             psnrs[row].append(psnr(truth, preds[row]).cpu())
             ssims[row].append(ssim(truth, preds[row]).cpu())
@@ -108,7 +115,8 @@ def evaluate_windows(dynamics, decode_fn, encode_fn, windows, modes=("one-go",),
             for row, x in (("truth", truth), *((r, preds[r]) for r in rows)):
                 features[row].add(inception_features(inception, x.flatten(0, 1)))
         if sample is None:  # the first window, for the pictures
-            sample = {"clips": {"ground truth": frames[0].cpu(), **{k: v[0].cpu() for k, v in clips.items()}},
+            sample = {"clips": {"ground truth": frames[0].cpu(),
+                                **{k: torch.cat([context[0], v[0]]).cpu() for k, v in clips.items()}},
                       "tokens": tokens[0].cpu(), "actions": actions[0].cpu()}
         bar.set_postfix(psnr=f"{torch.cat(psnrs[rows[0]]).mean():.2f}")
 
@@ -318,7 +326,7 @@ def main(argv=None):
         frames, actions = windows[0]
         # GenieRedux: a key's action becomes the latent code used most often for it (the majority mapping)
         code_of = np.array(agreement["confusion"]).argmax(0).tolist() if agreement else None
-        player = Player(dynamics, tokenizer.encode, tokenizer.decode, frames[:CONTEXT], actions[:CONTEXT - 1],
+        player = Player(dynamics, tokenizer, frames[:CONTEXT], actions[:CONTEXT - 1],
                         args.steps, args.temperature, device=args.device, seed=args.seed, action_map=code_of)
         if args.keys is None:
             return play_window(player)
@@ -330,7 +338,7 @@ def main(argv=None):
     except FIDUnavailable as e:
         inception, fid_reason = None, str(e)
     modes = ["one-go", "autoregressive"] if args.mode == "both" else [args.mode]
-    metrics, sample = evaluate_windows(dynamics, tokenizer.decode, tokenizer.encode, windows, modes, args.steps,
+    metrics, sample = evaluate_windows(dynamics, tokenizer, windows, modes, args.steps,
                                        args.temperature, args.batch_size, args.seed, inception, args.device)
     metrics.update(dynamics=str(args.dynamics), data=str(args.data), fid_unavailable=fid_reason, lam_agreement=agreement)
     uncertainty = token_uncertainty(dynamics, sample["tokens"].to(args.device), sample["actions"].to(args.device))

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tokenizer import STBlock, VectorQuantizer, patchify, st_transformer, to_unit, unpatchify
+from tokenizer import STBlock, STTransformer, VectorQuantizer, patchify, to_unit, unpatchify
 
 
 @dataclass
@@ -94,7 +94,7 @@ class LAM(nn.Module):
         self.grid = (c.resolution // c.patch, c.resolution // c.patch)
         patch_dim = c.patch * c.patch * 3
         self.enc_embed = nn.Linear(patch_dim, c.dim)
-        self.encoder = st_transformer(c.dim, c.enc_depth, c.heads, self.grid, c.mlp_ratio)
+        self.encoder = STTransformer(c.dim, c.enc_depth, c.heads, self.grid, c.mlp_ratio)
         # a small cosine VQ is the bottleneck: only num_actions different messages reach the decoder
         self.vq = VectorQuantizer(c.dim, c.num_actions, c.code_dim, c.commitment, c.usage_decay, c.dead_usage)
         self.dec_embed = nn.Linear(patch_dim, c.dim)

@@ -6,15 +6,23 @@ display, `--keys` plays a scripted sequence and saves a GIF. evaluate.py is the 
 
     python evaluate.py --play --dynamics runs/dynamics/ckpt.pt --data data/airstriker
     python evaluate.py --play --keys RRRJLL --dynamics runs/dynamics/ckpt.pt --data data/airstriker --out runs/play
+
+How fast play is, with random weights of a preset (generated frames/s and where the time goes):
+
+    python play.py --benchmark --preset tiny --memory 16 --steps 8
 """
+import argparse
 import time
+from dataclasses import replace
 
 import matplotlib
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics
 from envs import UserError
+from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer
 
 # Play keys -> actions of the shared set RIGHT LEFT UP DOWN JUMP (SPEC sec. 3): the one place that maps
 # keys to actions. A model driven by latent actions (GenieRedux's LAM) maps these keys to its codes instead.
@@ -35,29 +43,37 @@ def save_gif(path, frames, fps=4, scale=4):
 
 
 class Player:
-    """Starts from dataset frames (uint8 [Tc, H, W, 3], actions [Tc-1]); each step generates one frame
-    from the last `memory` frames (the training clip length) and returns it as uint8 [H, W, 3]."""
+    """Plays a world model from dataset frames (uint8 [Tc, H, W, 3] and the Tc-1 actions between them).
 
-    def __init__(self, dynamics, encode_fn, decode_fn, frames, actions, steps=25, temperature=1.0, memory=16,
+    Each step samples one frame with MaskGIT on top of the frames before it and decodes that frame
+    alone: the dynamics model's and the decoder's keys and values of earlier frames are computed
+    once (TimeCache), and both look back at most `memory` - 1 frames (the training clip length).
+    action_map (GenieRedux) turns a key's action into the model's latent code.
+    """
+
+    def __init__(self, dynamics, tokenizer, frames, actions, steps=25, temperature=1.0, memory=16,
                  device="cpu", seed=0, action_map=None):
-        self.dynamics, self.decode_fn, self.memory, self.action_map = dynamics, decode_fn, memory, action_map
+        self.dynamics, self.tokenizer, self.memory, self.action_map = dynamics, tokenizer, memory, action_map
         self.steps, self.temperature = steps, temperature
-        self.start = (encode_fn(torch.as_tensor(frames, device=device)[None].float() / 255),  # [1, Tc, h, w]
-                      torch.as_tensor(actions, device=device)[None])  # [1, Tc-1]
+        self.frames = torch.as_tensor(frames, device=device)[None]  # [1, Tc, H, W, 3]
+        self.actions = torch.as_tensor(actions, device=device)[None]  # [1, Tc-1]
         self.generator = torch.Generator(device).manual_seed(seed)
 
     def reset(self):
-        self.tokens, self.actions = self.start
-        return to_uint8(self.decode_fn(self.tokens)[0, -1].float().cpu().numpy())
+        """Back to the dataset frames; returns the last of them as the model sees it, uint8 [H, W, 3]."""
+        tokens = self.tokenizer.encode(self.frames)  # [1, Tc, h, w]
+        self.context = self.dynamics.context(tokens, self.actions, window=self.memory)
+        self.decoder = self.tokenizer.decoder_caches(window=self.memory)
+        return to_uint8(self.tokenizer.decode(tokens, self.decoder)[0, -1].float().cpu().numpy())
 
     @torch.no_grad()
     def step(self, action):
-        """action: index in RIGHT LEFT UP DOWN JUMP; action_map (GenieRedux) turns it into the model's latent code."""
+        """action: index in RIGHT LEFT UP DOWN JUMP -> the next frame, uint8 [H, W, 3]."""
         action = self.action_map[action] if self.action_map is not None else action
-        actions = torch.cat([self.actions, self.actions.new_tensor([[action]])], 1)
-        tokens = self.dynamics.generate(self.tokens, actions, 1, self.steps, self.temperature, self.generator)
-        self.tokens, self.actions = tokens[:, -self.memory:], actions[:, -(self.memory - 1):]
-        return to_uint8(self.decode_fn(self.tokens)[0, -1].float().cpu().numpy())
+        actions = self.actions.new_tensor([[action]])  # [1, 1]
+        tokens = self.dynamics.maskgit(self.context, actions, self.steps, self.temperature, self.generator)
+        self.context.append(tokens, actions)  # the new frame is context from now on
+        return to_uint8(self.tokenizer.decode(tokens, self.decoder)[0, -1].float().cpu().numpy())
 
 
 def play_keys(player, keys):
@@ -95,3 +111,68 @@ def play_window(player):
 
     fig.canvas.mpl_connect("key_press_event", on_key)
     plt.show()
+
+
+# ---------------------------------------------------------------------------
+# --benchmark: generated frames/s of a preset with random weights
+# ---------------------------------------------------------------------------
+
+def benchmark(args):
+    """Play with random weights of --preset and print frames/s at the first key and with a full memory."""
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    tokenizer = Tokenizer(TOKENIZER_PRESETS[args.preset]).to(device).eval()
+    t = tokenizer.config
+    config = replace(DYNAMICS_PRESETS[args.preset], num_codes=t.num_codes, code_dim=t.code_dim, grid=tokenizer.grid)
+    dynamics = Dynamics(config, codebook=tokenizer.codebook()).to(device).eval()
+    frames = torch.randint(0, 256, (2, t.resolution, t.resolution, 3), dtype=torch.uint8)
+    player = Player(dynamics, tokenizer, frames, torch.zeros(1, dtype=torch.long), args.steps, args.temperature,
+                    args.memory, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def timed_steps(n):  # seconds per frame: MaskGIT (and appending the frame), decoding
+        sample = decode = 0.0
+        for _ in range(n):
+            start = time.perf_counter()
+            actions = player.actions.new_tensor([[0]])
+            tokens = dynamics.maskgit(player.context, actions, args.steps, args.temperature, player.generator)
+            player.context.append(tokens, actions)
+            sync()
+            middle = time.perf_counter()
+            to_uint8(tokenizer.decode(tokens, player.decoder)[0, -1].float().cpu().numpy())
+            sync()
+            sample, decode = sample + middle - start, decode + time.perf_counter() - middle
+        return sample / n, decode / n
+
+    with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+        player.reset()
+        timed_steps(2)  # warm-up
+        player.reset()
+        first = timed_steps(1)
+        timed_steps(max(0, args.memory - 3))  # fill the memory
+        full = timed_steps(args.frames)
+    print(f"play --preset {args.preset} on {device}, random weights, {args.steps} MaskGIT steps, temperature "
+          f"{args.temperature}, memory {args.memory} frames ({dynamics.config.grid[0]}x{dynamics.config.grid[1]} tokens):")
+    for name, (sample, decode) in (("first key", first), ("full memory", full)):
+        print(f"  {name:11s}: {1 / (sample + decode):6.1f} frames/s | {1000 * (sample + decode):6.1f} ms per frame = "
+              f"{1000 * sample:.1f} ms MaskGIT + {1000 * decode:.1f} ms decoding")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--benchmark", action="store_true", help="print generated frames/s of --preset with random weights")
+    p.add_argument("--preset", choices=list(TOKENIZER_PRESETS), default="tiny", help="model sizes (default tiny)")
+    p.add_argument("--memory", type=int, default=16, help="frames the model looks back on, the clip length (default 16)")
+    p.add_argument("--steps", type=int, default=8, help="MaskGIT steps per generated frame (default 8)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0 = argmax (default 1.0)")
+    p.add_argument("--frames", type=int, default=32, help="frames timed with a full memory (default 32)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device (default cuda if present)")
+    args = p.parse_args(argv)
+    if not args.benchmark:
+        p.error("play the model with evaluate.py --play; this command takes --benchmark")
+    return args
+
+
+if __name__ == "__main__":
+    benchmark(parse_args())

@@ -140,7 +140,8 @@ def parse_args(argv=None):
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
     p.add_argument("--workers", type=int, default=4, help="data loader processes (default 4)")
     p.add_argument("--benchmark", action="store_true", help="print speed, memory, MFU and loader clips/s; write nothing")
-    p.add_argument("--peak-flops", type=float, default=790e12, help="peak bf16 FLOP/s of the GPU for MFU (default 790e12)")
+    p.add_argument("--peak-flops", type=float, default=989e12,
+                   help="peak dense bf16 FLOP/s of the GPU for MFU (default 989e12: an H100 or H200 SXM)")
     args = p.parse_args(argv)
     args.lr = args.lr or (2e-3 if args.preset == "tiny" else 1e-4)  # tiny tokenizer, Airstriker, 300 steps: 25.0 dB at 1e-4
     return args

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dynamics import PRESETS, Dynamics, code_distance, random_mask, tdce_loss, token_entropy
+from dynamics import PRESETS, Dynamics, code_distance, random_mask, sample_codes, tdce_loss, token_entropy
 from toy import MOVES, decode_patches, encode_patches, toy_batch
 
 SMALL = replace(PRESETS["tiny"], grid=(4, 4), num_codes=16)  # fast enough for unit tests
@@ -172,15 +172,63 @@ def test_sampler_randomness(generate):
     assert torch.equal(run(1.0, 0), run(1.0, 0)) and not torch.equal(run(1.0, 0), run(1.0, 1))
 
 
-def test_cosine_schedule_of_masked_tokens():
+def test_cosine_schedule_of_masked_tokens(monkeypatch):
     model = small_model()
     tokens, actions = random_clip(T=5)
-    seen = []  # masked tokens per sample in the model's input at each MaskGIT step
-    model.register_forward_pre_hook(lambda module, args: seen.append((args[0][:, 2:] == model.mask_id).sum((1, 2, 3))))
+    seen, hidden = [], model.hidden  # masked tokens per sample in the new frames at each MaskGIT step
+    monkeypatch.setattr(model, "hidden", lambda t, *a: seen.append((t == model.mask_id).sum((1, 2, 3))) or hidden(t, *a))
     model.generate(tokens[:, :2], actions, 3, steps=4)
     M = 3 * 16  # 3 frames of 4x4 tokens
     expected = [M] + [math.floor(M * math.cos(math.pi / 2 * s / 4)) for s in (1, 2, 3)]  # 48, 44, 33, 18
-    assert [n.tolist() for n in seen] == [[e, e] for e in expected]
+    assert [n.tolist() for n in seen[1:]] == [[e, e] for e in expected]  # seen[0]: the context, run once
+
+
+@pytest.mark.parametrize("generate", ["generate", "generate_autoregressive"])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_cached_context_gives_the_tokens_of_rerunning_it(generate, temperature):
+    model = small_model()
+    tokens, actions = random_clip(T=8)
+    run = lambda use_cache: getattr(model, generate)(  # noqa: E731
+        tokens[:, :2], actions, 6, steps=5, temperature=temperature, generator=torch.Generator().manual_seed(3),
+        use_cache=use_cache)
+    assert torch.equal(run(True), run(False))
+
+
+def test_cache_runs_the_model_on_the_new_frames_only(monkeypatch):
+    model = small_model()
+    tokens, actions = random_clip(T=8)
+    frames_run, hidden = [], model.hidden
+    monkeypatch.setattr(model, "hidden", lambda t, *a: frames_run.append(t.shape[1]) or hidden(t, *a))
+    model.generate_autoregressive(tokens[:, :2], actions, 6, steps=5)
+    assert frames_run == [2] + [1] * 6 * (5 + 1)  # the context once; per frame 5 MaskGIT steps and 1 to keep it
+
+
+def test_sampled_codes_follow_the_softmax():
+    """Chi-square test of 200,000 draws against softmax(logits / T), for T = 1 and T = 0.5."""
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5, -3.0, 1.5, -0.5])
+    for temperature in (1.0, 0.5):
+        codes, confidence = sample_codes(logits.expand(200_000, 8), temperature, torch.Generator().manual_seed(0))
+        expected = 200_000 * (logits / temperature).softmax(-1)
+        observed = torch.bincount(codes, minlength=8).float()
+        chi2 = ((observed - expected) ** 2 / expected).sum().item()
+        assert chi2 < 24.3, f"T={temperature}: chi-square {chi2:.1f} (7 degrees of freedom, p = 0.001 at 24.3)"
+        torch.testing.assert_close(confidence, logits.softmax(-1)[codes])  # confidence: the untempered probability
+    assert torch.equal(sample_codes(logits[None], 0.0)[0], torch.tensor([0]))  # temperature 0: the argmax
+
+
+def test_windowed_context_forgets_frames_beyond_the_window():
+    model = small_model()  # 2 blocks: with window 3 a frame reaches back 2 * 2 = 4 frames in all
+    tokens, actions = random_clip(B=1, T=8)
+    changed = tokens.clone()
+    changed[:, 0] = (tokens[:, 0] + 1) % SMALL.num_codes
+    logits = []
+    for clip in (tokens, changed):
+        context = model.context(clip[:, :7], actions[:, :6], window=3)
+        assert all(len(cache) == 2 for cache in context.caches)
+        logits.append(model.head(context.hidden(clip[:, 7:], actions[:, 6:])))
+    torch.testing.assert_close(logits[0], logits[1])  # frame 7 no longer depends on frame 0
+    full = [model(clip, actions)[:, 7] for clip in (tokens, changed)]
+    assert not torch.allclose(full[0], full[1])  # without the window it does
 
 
 def test_one_step_at_temperature_zero_is_one_argmax_pass():

@@ -26,10 +26,6 @@ def _seed():
     torch.set_num_threads(1)
 
 
-def toy_encode(frames):
-    return encode_patches(frames * 255)  # float frames in [0, 1] -> ids 0 (black) / 1 (white)
-
-
 def toy_windows(n_episodes=2, T=40, seed=0):
     rng = np.random.default_rng(seed)
     windows = []
@@ -54,6 +50,15 @@ class Oracle:
     def predict_logits(self, context_tokens, actions, n_frames, steps=1, temperature=0.0):
         return 5.0 * F.one_hot(self.generate(context_tokens, actions, n_frames)[:, -1], 2).float()
 
+    # play: the context is the last frame; maskgit moves it by the action, append makes the result the context
+    def context(self, tokens, actions, window=None):
+        return SimpleNamespace(last=tokens[:, -1:], append=lambda tokens, actions: None)
+
+    def maskgit(self, context, actions, steps=25, temperature=1.0, generator=None):
+        new = self.generate(context.last, actions, 1)[:, 1:]
+        context.last = new
+        return new
+
     @staticmethod
     def move(tokens, action):  # tokens [h, w] with one 2x2 block of ids 1; clamped at the borders as toy.py
         ys, xs = torch.nonzero(tokens, as_tuple=True)
@@ -62,6 +67,22 @@ class Oracle:
         out = torch.zeros_like(tokens)
         out[y:y + 2, x:x + 2] = 1
         return out
+
+
+class ToyTokenizer:
+    """The toy patch code (toy.py) as a tokenizer: it has no memory of earlier frames, so no caches."""
+
+    def __init__(self, decode=decode_patches):
+        self.decode_ids = decode
+
+    def encode(self, frames):  # uint8 or float in [0, 1]
+        return encode_patches(frames if frames.dtype == torch.uint8 else frames * 255)
+
+    def decode(self, ids, caches=None):
+        return self.decode_ids(ids)
+
+    def decoder_caches(self, window=None):
+        return []
 
 
 # --- metrics -------------------------------------------------------------------------------
@@ -168,7 +189,7 @@ class PooledPixels(torch.nn.Module):
 
 def test_oracle_is_controllable_and_beats_the_floor():
     windows = toy_windows()
-    metrics, sample = evaluate.evaluate_windows(Oracle(), decode_patches, toy_encode, windows, batch_size=3,
+    metrics, sample = evaluate.evaluate_windows(Oracle(), ToyTokenizer(), windows, batch_size=3,
                                                 modes=("one-go", "autoregressive"), inception=PooledPixels())
     rows = metrics["rows"]
     assert metrics["windows"] == 4 and set(rows) == {"one-go", "autoregressive", "tokenizer", "copy-last-frame"}
@@ -195,8 +216,8 @@ def test_delta_psnr_is_zero_for_a_model_that_ignores_actions():
     model = Dynamics(DYNAMICS_PRESETS["tiny"]).eval()
     for embed in model.action_embed:
         torch.nn.init.zeros_(embed.weight)  # the actions no longer reach the model
-    decode = lambda ids: decode_patches(ids % 2)  # random codes -> random black/white patches
-    metrics, _ = evaluate.evaluate_windows(model, decode, toy_encode, toy_windows(1), steps=2, temperature=1.0)
+    tokenizer = ToyTokenizer(lambda ids: decode_patches(ids % 2))  # random codes -> random black/white patches
+    metrics, _ = evaluate.evaluate_windows(model, tokenizer, toy_windows(1), steps=2, temperature=1.0)
     m = metrics["rows"]["one-go"]
     assert m["delta_psnr"] == 0  # same sampler noise in both branches: identical frames
     assert m["psnr"] < 20  # and they were sampled, not trivially exact
@@ -205,7 +226,7 @@ def test_delta_psnr_is_zero_for_a_model_that_ignores_actions():
 def test_report_files(tmp_path):
     windows = toy_windows(1)
     oracle = Oracle()
-    metrics, sample = evaluate.evaluate_windows(oracle, decode_patches, toy_encode, windows)
+    metrics, sample = evaluate.evaluate_windows(oracle, ToyTokenizer(), windows)
     metrics["fid_unavailable"] = "FID Inception weights not found"
     uncertainty = evaluate.token_uncertainty(oracle, sample["tokens"], sample["actions"])
     assert uncertainty.shape == (11, 16, 16) and uncertainty.max() < 0.1  # the oracle is sure of every token
@@ -226,7 +247,7 @@ def test_report_files(tmp_path):
 def test_compare_tabulates_several_evaluations(tmp_path):
     oracle, windows = Oracle(), toy_windows(1)
     for name in ("pretrained", "finetuned-explore"):
-        metrics, sample = evaluate.evaluate_windows(oracle, decode_patches, toy_encode, windows, ("one-go", "autoregressive"))
+        metrics, sample = evaluate.evaluate_windows(oracle, ToyTokenizer(), windows, ("one-go", "autoregressive"))
         evaluate.write_report(tmp_path / name, metrics, sample, torch.zeros(11, 16, 16))
     evaluate.main(["--compare", str(tmp_path / "pretrained"), str(tmp_path / "finetuned-explore"), "--out", str(tmp_path)])
     table = (tmp_path / "results.md").read_text()
@@ -252,7 +273,7 @@ def square_x(frame):
 
 def test_scripted_play_follows_the_keys(tmp_path):
     frames, actions = toy_episode(12, np.random.default_rng(3))
-    player = evaluate.Player(Oracle(), toy_encode, decode_patches, frames[:2], actions[:1])
+    player = evaluate.Player(Oracle(), ToyTokenizer(), frames[:2], actions[:1])
     played = evaluate.play_keys(player, "LRRR")
     assert len(played) == 5 and np.array_equal(played[0], frames[1])
     xs = [square_x(f) for f in played]

@@ -62,6 +62,30 @@ def test_causal_in_time():
         assert (recon_a[:, t] - recon_b[:, t]).abs().max() > 1e-4
 
 
+def test_decoding_frame_by_frame_with_caches_equals_decoding_the_clip():
+    model = tiny()
+    ids = torch.randint(0, 1024, (2, 6, 16, 16))
+    whole = model.decode(ids)
+    caches = model.decoder_caches()
+    parts = [model.decode(ids[:, :2], caches)] + [model.decode(ids[:, t:t + 1], caches) for t in range(2, 6)]
+    torch.testing.assert_close(torch.cat(parts, 1), whole, atol=1e-5, rtol=0)
+    assert all(len(cache) == 6 for cache in caches)  # every decoded frame's keys and values are kept
+
+
+def test_windowed_decoder_cache_forgets_frames_beyond_the_window():
+    model = tiny()
+    ids = torch.randint(0, 1024, (1, 7, 16, 16))
+    other = ids.clone()
+    other[:, 0] = (ids[:, 0] + 1) % 1024  # frame 0 is more than window - 1 = 2 frames before frame 6 ...
+    outputs = []
+    for clip in (ids, other):
+        caches = model.decoder_caches(window=3)
+        outputs.append(torch.cat([model.decode(clip[:, t:t + 1], caches) for t in range(7)], 1))
+        assert all(len(cache) == 2 for cache in caches)  # the cache keeps window - 1 frames
+    assert not torch.allclose(outputs[0][:, 1], outputs[1][:, 1])  # ... and frame 1 sees it ...
+    torch.testing.assert_close(outputs[0][:, 6], outputs[1][:, 6])  # ... but frame 6 does not
+
+
 def test_straight_through_gradient_reaches_encoder():
     model = tiny().train()
     recon, _, _, _ = model(torch.rand(1, 2, 64, 64, 3))
