@@ -39,7 +39,8 @@ class DynamicsConfig:
 
 
 PRESETS = {
-    "tiny": DynamicsConfig(dim=32, depth=2, heads=4),  # CPU tests, learns toy data in ~1 min
+    # CPU: the main job's world model in ~8 minutes, on the tiny tokenizer's 8x8 tokens of 256 codes
+    "tiny": DynamicsConfig(num_codes=256, grid=(8, 8), dim=64, depth=4, heads=4),
     "small": DynamicsConfig(dim=256, depth=6, heads=8),  # one GPU, < 1 hour
     "paper": DynamicsConfig(dim=512, depth=12, heads=8),  # paper / SPEC: 12 blocks, d=512, 8 heads
 }
@@ -208,13 +209,16 @@ class Dynamics(nn.Module):
     def loss(self, batch):
         """MaskGIT objective on a clip: batch {"tokens": [B, T, h, w], "actions": [B, T-1]}."""
         tokens, actions = batch["tokens"], batch["actions"]
-        # Frame 0 is never masked: it is the context, as at sampling time, and nothing in the
-        # clip could predict it. Every later frame is masked at the sample's rate, so the model
-        # learns to predict from clean and from partly masked history alike (Genie masks all).
-        future, mask = random_mask(tokens[:, 1:], self.mask_id)
-        inputs = torch.cat([tokens[:, :1], future], dim=1)  # [B, T, h, w]
-        logits = self(inputs, actions)[:, 1:][mask]  # [M, C]: only masked positions are scored
-        targets = tokens[:, 1:][mask]  # [M]
+        B, T = tokens.shape[:2]
+        # The first frames of a clip are its context and stay clean, as the frames a sample continues
+        # from do: frame 0 always (nothing in the clip could predict it) and, per sample, a random
+        # number of frames after it, so the model also learns to continue 2 clean frames (evaluation),
+        # or 10 (autoregressive play). Later frames are masked at the sample's rate.
+        context = torch.randint(1, T, (B,), device=tokens.device)  # [B] clean frames per sample
+        _, mask = random_mask(tokens, self.mask_id)
+        mask &= torch.arange(T, device=tokens.device)[None, :, None, None] >= context[:, None, None, None]
+        logits = self(tokens.masked_fill(mask, self.mask_id), actions)[mask]  # [M, C]: only masked positions are scored
+        targets = tokens[mask]  # [M]
         distance = self.distance if self.config.tdce else None
         loss, ce = tdce_loss(logits, targets, distance, self.config.tdce_lambda)
         acc = (logits.argmax(-1) == targets).float().mean()

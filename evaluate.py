@@ -1,6 +1,6 @@
 """Evaluate a world model: fidelity, controllability, pictures, and a playable window.
 
-GenieRedux paper sec. 5 (FID, PSNR, SSIM, and Genie's delta_t PSNR with t = 4), SPEC sec. 7. A test
+GenieRedux paper sec. 5 (FID, PSNR, SSIM, and Genie's delta_t PSNR with t = 4). A test
 window is 2 context frames + 10 predicted frames, one every 20 frames of an episode, predicted in one
 MaskGIT run ("one-go") or frame by frame ("autoregressive"). Every table also has the tokenizer's own
 reconstruction (the ceiling) and a copy of the last context frame (the floor).
@@ -9,10 +9,11 @@ reconstruction (the ceiling) and a copy of the last context frame (the floor).
     python evaluate.py --play --dynamics runs/dynamics/ckpt.pt --data data/airstriker    # arrows, space, r, q
     python evaluate.py --play --keys RRRJLL --dynamics runs/dynamics/ckpt.pt --data data/airstriker --out runs/play
 
-Reads the episodes in DIR/test, else DIR/val, else every .npz under DIR (any episode files, SPEC
-sec. 4), and the tokenizer checkpoint named in the dynamics checkpoint (or --tokenizer). Writes to
---out: metrics.json, results.md, horizon.png, rollouts.png/.gif, tokens.png, uncertainty.png (play:
-play.gif). FID needs the FID Inception weights (fid.py); without them it is reported unavailable.
+Reads the episodes in DIR/test, else DIR/val, else every .npz under DIR (any episode files), and the
+tokenizer checkpoint named in the dynamics checkpoint (or --tokenizer). Writes to --out: metrics.json,
+results.md, horizon.png, rollouts.png/.gif, tokens.png, uncertainty.png (play: play.gif, and play.png
+with its frames in a row). FID needs the FID Inception weights (fid.py); without them it is reported
+unavailable.
 """
 import argparse
 import copy
@@ -63,6 +64,11 @@ def load_windows(root, max_windows=None, resolution=64):
         raise UserError(f"no episode of the {len(paths)} under {root} is long enough: a test window needs "
                         f"{CONTEXT + HORIZON} frames ({CONTEXT} context + {HORIZON} predicted)")
     return windows[:max_windows]
+
+
+def standard_error(values):
+    """Standard error of the mean of per-window values [N]: std / sqrt(N) (0 for a single window)."""
+    return values.std().item() / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
 
 @torch.no_grad()
@@ -125,11 +131,14 @@ def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, 
     for row in rows:
         p, s = torch.cat(psnrs[row]), torch.cat(ssims[row])  # [N, HORIZON]: per window, per predicted frame
         fid = features[row].fid(features["truth"]) if inception else None
-        m = metrics["rows"][row] = {"psnr": p.mean().item(), "ssim": s.mean().item(), "fid": fid,
+        m = metrics["rows"][row] = {"psnr": p.mean().item(), "psnr_se": standard_error(p.mean(1)),
+                                    "ssim": s.mean().item(), "fid": fid,
                                     "psnr_by_horizon": p.mean(0).tolist(), "ssim_by_horizon": s.mean(0).tolist()}
         if row in modes:  # delta_t PSNR = PSNR(x_t, x^_t) - PSNR(x_t, x^'_t), t = DELTA_T
-            m["psnr_random_actions_by_horizon"] = torch.cat(random_psnrs[row]).mean(0).tolist()
-            m["delta_psnr"] = m["psnr_by_horizon"][DELTA_T - 1] - m["psnr_random_actions_by_horizon"][DELTA_T - 1]
+            random_p = torch.cat(random_psnrs[row])
+            delta = p[:, DELTA_T - 1] - random_p[:, DELTA_T - 1]  # [N]
+            m["psnr_random_actions_by_horizon"] = random_p.mean(0).tolist()
+            m["delta_psnr"], m["delta_psnr_se"] = delta.mean().item(), standard_error(delta)
     return metrics, sample
 
 
@@ -152,13 +161,21 @@ ROW_NAMES = {"one-go": "dynamics, one-go", "autoregressive": "dynamics, autoregr
              "tokenizer": "tokenizer reconstruction (ceiling)", "copy-last-frame": "copy last context frame (floor)"}
 
 
+HEADER = [f"| PSNR (dB) ± s.e. | SSIM | delta_t PSNR (t={DELTA_T}) ± s.e. | FID |", "|---|---|---|---|---|"]
+
+
+def cells(m):
+    """One row's numbers as table cells; ± is the standard error across windows."""
+    delta = f"{m['delta_psnr']:.2f} ± {m['delta_psnr_se']:.2f}" if "delta_psnr" in m else "-"
+    fid = "unavailable" if m["fid"] is None else f"{m['fid']:.2f}"
+    return f"{m['psnr']:.2f} ± {m['psnr_se']:.2f} | {m['ssim']:.4f} | {delta} | {fid} |"
+
+
 def results_table(metrics):
     """The markdown table of results.md: one row per model, baseline and ceiling."""
-    lines = [f"| | PSNR (dB) | SSIM | delta_t PSNR (t={DELTA_T}) | FID |", "|---|---|---|---|---|"]
+    lines = ["| " + HEADER[0], HEADER[1]]
     for row, m in metrics["rows"].items():
-        delta = f"{m['delta_psnr']:.3f}" if "delta_psnr" in m else "-"
-        fid = "unavailable" if m["fid"] is None else f"{m['fid']:.2f}"
-        lines.append(f"| {ROW_NAMES[row]} | {m['psnr']:.2f} | {m['ssim']:.4f} | {delta} | {fid} |")
+        lines.append(f"| {ROW_NAMES[row]} | {cells(m)}")
     reason = metrics.get("fid_unavailable")
     return "\n".join(lines + ([f"\nFID unavailable: {reason}"] if reason else []))
 
@@ -199,16 +216,14 @@ def compare(run_dirs, out):
     """
     from plots import plot_comparison
     runs = {Path(d).name: json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs}
-    lines = [f"| model | PSNR (dB) | SSIM | delta_t PSNR (t={DELTA_T}) | FID |", "|---|---|---|---|---|"]
+    lines = ["| model " + HEADER[0], HEADER[1]]
     bars = {}
     for name, metrics in runs.items():
         for row, m in metrics["rows"].items():
             if row == "copy-last-frame" and name != next(iter(runs)):
                 continue  # the floor depends only on the test set: one row is enough
             label = f"{name}, {ROW_NAMES[row]}" if row != "copy-last-frame" else ROW_NAMES[row]
-            fid = "unavailable" if m["fid"] is None else f"{m['fid']:.2f}"
-            delta = f"{m['delta_psnr']:.3f}" if "delta_psnr" in m else "-"
-            lines.append(f"| {label} | {m['psnr']:.2f} | {m['ssim']:.4f} | {delta} | {fid} |")
+            lines.append(f"| {label} | {cells(m)}")
             if "delta_psnr" in m:
                 bars[f"{name}\n{row}"] = (m["psnr"], m["delta_psnr"])
     first = next(iter(runs.values()))
@@ -301,7 +316,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default cuda if present)")
     p.add_argument("--play", action="store_true", help="play the world model in a window: arrows, space = JUMP, r, q")
-    p.add_argument("--keys", help="play these keys headless (letters R L U D J, e.g. RRJLL) and save OUT/play.gif")
+    p.add_argument("--keys", help="play these keys headless (letters R L U D J, e.g. RRJLL) and save OUT/play.gif, play.png")
+    p.add_argument("--window", type=int, default=0, help="play from this test window's context frames (default 0)")
     p.add_argument("--compare", nargs="+", metavar="EVAL_DIR", help="tabulate several evaluation folders into OUT/results.md and OUT/results.png")
     args = p.parse_args(argv)
     if not args.compare and not (args.dynamics and args.data):
@@ -316,14 +332,17 @@ def main(argv=None):
     dynamics, tokenizer, lam = load_models(args.dynamics, args.tokenizer, args.device)
     playing = args.play or args.keys
     # play needs one start window, but a LAM's key mapping needs the agreement over many
-    windows = load_windows(args.data, 1 if playing and lam is None else args.max_windows, tokenizer.config.resolution)
+    windows = load_windows(args.data, args.window + 1 if playing and lam is None else args.max_windows,
+                           tokenizer.config.resolution)
     action_names, agreement = load_episode(find_episodes(args.data)[0])["action_names"], None
     if lam is not None:
         windows, agreement = latent_windows(lam, windows, args.batch_size, args.device)
     if lam is None and max(int(a.max()) for _, a in windows) >= dynamics.config.num_actions:
         raise UserError(f"episodes in {args.data} use action ids beyond the model's {dynamics.config.num_actions} actions")
     if playing:
-        frames, actions = windows[0]
+        if args.window >= len(windows):
+            raise UserError(f"--window {args.window}: {args.data} has only {len(windows)} test windows")
+        frames, actions = windows[args.window]
         # GenieRedux: a key's action becomes the latent code used most often for it (the majority mapping)
         code_of = np.array(agreement["confusion"]).argmax(0).tolist() if agreement else None
         player = Player(dynamics, tokenizer, frames[:CONTEXT], actions[:CONTEXT - 1],
@@ -331,8 +350,11 @@ def main(argv=None):
         if args.keys is None:
             return play_window(player)
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        save_gif(Path(args.out) / "play.gif", play_keys(player, args.keys))
-        return print(f"wrote {Path(args.out) / 'play.gif'} ({len(args.keys) + 1} frames)")
+        from plots import save_grid
+        played = play_keys(player, args.keys)
+        save_gif(Path(args.out) / "play.gif", played)
+        save_grid({"played": np.stack(played) / 255}, ["start"] + list(args.keys), Path(args.out) / "play.png")
+        return print(f"wrote {Path(args.out) / 'play.gif'} and play.png ({len(args.keys) + 1} frames)")
     try:
         inception, fid_reason = load_inception(args.inception_weights, args.device), None
     except FIDUnavailable as e:

@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -213,7 +214,7 @@ def test_oracle_is_controllable_and_beats_the_floor():
 
 
 def test_delta_psnr_is_zero_for_a_model_that_ignores_actions():
-    model = Dynamics(DYNAMICS_PRESETS["tiny"]).eval()
+    model = Dynamics(replace(DYNAMICS_PRESETS["tiny"], grid=(16, 16))).eval()  # the toy code's 4x4 patches
     for embed in model.action_embed:
         torch.nn.init.zeros_(embed.weight)  # the actions no longer reach the model
     tokenizer = ToyTokenizer(lambda ids: decode_patches(ids % 2))  # random codes -> random black/white patches
@@ -327,10 +328,13 @@ def test_cli_on_foreign_episodes(tmp_path, checkpoints):
     assert fid.WEIGHTS_NAME in metrics["fid_unavailable"]
     for name in ("results.md", "horizon.png", "rollouts.png", "rollouts.gif", "tokens.png", "uncertainty.png"):
         assert (out / name).stat().st_size > 0, name
-    result = run_script("evaluate.py", "--play", "--keys", "RRJ", "--dynamics", checkpoints["dynamics"],
+    result = run_script("evaluate.py", "--play", "--keys", "RRJ", "--window", 1, "--dynamics", checkpoints["dynamics"],
                         "--data", tmp_path, "--out", out, "--steps", 2, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert gif_seconds(out / "play.gif") == 4 / 4
+    assert gif_seconds(out / "play.gif") == 4 / 4 and (out / "play.png").stat().st_size > 0
+    result = run_script("evaluate.py", "--play", "--keys", "R", "--window", 10**6, "--dynamics", checkpoints["dynamics"],
+                        "--data", tmp_path, "--out", out, cwd=tmp_path)
+    assert result.returncode != 0 and "--window 1000000" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_cli_errors_are_one_line(tmp_path, checkpoints):

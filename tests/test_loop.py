@@ -4,9 +4,9 @@ import subprocess
 
 from conftest import ROOT
 
-FEW = {"EPISODES": "3", "MAX_STEPS": "40", "TOKENIZER_STEPS": "4", "DYNAMICS_STEPS": "4", "DECODER_STEPS": "2",
-       "FINETUNE_STEPS": "2", "AGENT_STEPS": "16", "EVAL_WINDOWS": "2", "BATCH": "2", "SEQ_LEN": "12",
-       "NUM_ENVS": "2", "WORKERS": "1", "OMP_NUM_THREADS": "1"}
+FEW = {"EPISODES": "3", "FT_EPISODES": "3", "TEST_EPISODES": "3", "MAX_STEPS": "40", "TOKENIZER_STEPS": "4",
+       "DYNAMICS_STEPS": "4", "DECODER_STEPS": "2", "FINETUNE_STEPS": "2", "AGENT_STEPS": "16", "EVAL_WINDOWS": "2",
+       "BATCH": "2", "SEQ_LEN": "12", "NUM_ENVS": "2", "WORKERS": "1", "OMP_NUM_THREADS": "1"}
 
 
 def test_tiny_loop_writes_every_artefact_and_resumes(tmp_path):

@@ -24,8 +24,8 @@ def test_encode_decode_shapes_and_ranges():
     model = tiny()
     frames = torch.randint(0, 256, (2, 3, 64, 64, 3), dtype=torch.uint8)
     ids = model.encode(frames)
-    assert ids.shape == (2, 3, 16, 16) and ids.dtype == torch.int64
-    assert 0 <= ids.min() and ids.max() < 1024
+    assert ids.shape == (2, 3, *model.grid) and ids.dtype == torch.int64
+    assert 0 <= ids.min() and ids.max() < model.config.num_codes
     recon = model.decode(ids)
     assert recon.shape == (2, 3, 64, 64, 3) and recon.dtype == torch.float32
     assert 0 <= recon.min() and recon.max() <= 1
@@ -64,7 +64,7 @@ def test_causal_in_time():
 
 def test_decoding_frame_by_frame_with_caches_equals_decoding_the_clip():
     model = tiny()
-    ids = torch.randint(0, 1024, (2, 6, 16, 16))
+    ids = torch.randint(0, model.config.num_codes, (2, 6, *model.grid))
     whole = model.decode(ids)
     caches = model.decoder_caches()
     parts = [model.decode(ids[:, :2], caches)] + [model.decode(ids[:, t:t + 1], caches) for t in range(2, 6)]
@@ -74,9 +74,9 @@ def test_decoding_frame_by_frame_with_caches_equals_decoding_the_clip():
 
 def test_windowed_decoder_cache_forgets_frames_beyond_the_window():
     model = tiny()
-    ids = torch.randint(0, 1024, (1, 7, 16, 16))
+    ids = torch.randint(0, model.config.num_codes, (1, 7, *model.grid))
     other = ids.clone()
-    other[:, 0] = (ids[:, 0] + 1) % 1024  # frame 0 is more than window - 1 = 2 frames before frame 6 ...
+    other[:, 0] = (ids[:, 0] + 1) % model.config.num_codes  # frame 0 is more than window - 1 = 2 frames before frame 6 ...
     outputs = []
     for clip in (ids, other):
         caches = model.decoder_caches(window=3)

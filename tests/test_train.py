@@ -152,7 +152,7 @@ def test_dynamics_trains_on_the_frozen_tokenizer(tokenizer_run, airstriker_data,
     clips = Clips(airstriker_data, "train", 4, 4, workers=0)
     clips.resolution = 64
     cache = np.load(out / "tokens_train.npy")
-    assert cache.shape == (len(clips), 4, 16, 16)
+    assert cache.shape == (len(clips), 4, *tokenizer.grid)
     for i in (0, len(clips) - 1):
         assert np.array_equal(cache[i], tokenizer.encode(clips[i]["frames"][None])[0].numpy())
 
