@@ -1,4 +1,4 @@
-"""Reading train.py's checkpoints: the three model types, and any model rebuilt with no flags (SPEC sec. 6).
+"""Reading train.py's checkpoints: the three model types, and any model rebuilt with no flags.
 
 A checkpoint (OUT/ckpt.pt) holds {model, optimizer, config, model_type, preset, step, args, tokenizer, lam}:
 the config is the model's dataclass as a dict, so `load_checkpoint` needs nothing else; a dynamics

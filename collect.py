@@ -1,4 +1,4 @@
-"""Collect game episodes into the shared .npz format (GenieRedux paper sec. 3 and 5.1; SPEC sec. 3-4).
+"""Collect game episodes into the shared .npz format (GenieRedux paper sec. 3 and 5.1).
 
 A random agent (or, with --policy agent, a trained AutoExplore agent) plays a real emulator and
 every episode becomes one compressed .npz file:
@@ -35,7 +35,7 @@ class EpisodeError(ValueError):
 
 
 # ---------------------------------------------------------------------------
-# The episode file (SPEC sec. 4): write atomically, load with validation
+# The episode file (the format README describes): write atomically, load with validation
 # ---------------------------------------------------------------------------
 
 def save_episode(path, frames, actions, rewards, env, policy, frame_skip, action_names=ACTION_NAMES):

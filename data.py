@@ -1,4 +1,4 @@
-"""Training data: clips of episodes, a resumable order, and the frozen tokenizer's token cache (SPEC sec. 4, 6).
+"""Training data: clips of episodes, a resumable order, and the frozen tokenizer's token cache.
 
 train.py reads episodes through this file. A clip is --seq-len consecutive frames of one episode with
 the actions between them. Every file is validated once (collect.load_episode) but frames are read

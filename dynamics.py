@@ -1,6 +1,6 @@
 """Dynamics model: MaskGIT over video tokens, conditioned on actions (GenieRedux-G).
 
-Paper sec. 4 ("GenieRedux-G"), SPEC sec. 5. A causal ST transformer reads the tokenizer's
+Paper sec. 4 ("GenieRedux-G"). A causal ST transformer reads the tokenizer's
 token ids of a clip, some replaced by a mask id, plus the action that produced each
 frame, and predicts the codebook index of every token. Trained with MaskGIT masking;
 sampled by appending masked frames and unmasking them in a few confident steps.
@@ -42,7 +42,7 @@ PRESETS = {
     # CPU: the main job's world model in ~8 minutes, on the tiny tokenizer's 8x8 tokens of 256 codes
     "tiny": DynamicsConfig(num_codes=256, grid=(8, 8), dim=64, depth=4, heads=4),
     "small": DynamicsConfig(dim=256, depth=6, heads=8),  # one GPU, < 1 hour
-    "paper": DynamicsConfig(dim=512, depth=12, heads=8),  # paper / SPEC: 12 blocks, d=512, 8 heads
+    "paper": DynamicsConfig(dim=512, depth=12, heads=8),  # the paper's: 12 blocks, d=512, 8 heads
 }
 
 

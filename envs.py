@@ -1,4 +1,4 @@
-"""Game environments for collection and agent training (GenieRedux paper sec. 3; SPEC sec. 3).
+"""Game environments for collection and agent training (GenieRedux paper sec. 3).
 
 Every game, stable-retro or procgen, is driven through the same small interface:
 `reset(seed) -> frame` and `step(action) -> (frame, reward, done)`, with the shared action set
@@ -31,7 +31,7 @@ class UserError(Exception):
 
 
 # ---------------------------------------------------------------------------
-# Frames: pad to a square with black, then antialiased area resize (SPEC sec. 3)
+# Frames: pad to a square with black, then antialiased area resize
 # ---------------------------------------------------------------------------
 
 BAND = 8  # output pixels per band of the resize: wider bands multiply more zeros, narrower ones cost more calls (8 measured fastest)

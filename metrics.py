@@ -1,4 +1,4 @@
-"""Frame quality metrics: PSNR and SSIM (GenieRedux paper sec. 5; SPEC sec. 7). Needs only torch.
+"""Frame quality metrics: PSNR and SSIM (GenieRedux paper sec. 5). Needs only torch.
 
 Frames are float [..., H, W, 3] in [0, 1]. Two PSNRs, which differ only for near-identical frames:
 `psnr` is evaluate.py's per-frame figure, capped at PSNR_CAP (8-bit rounding noise) so averages of

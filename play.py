@@ -1,4 +1,4 @@
-"""Play a world model: arrow keys and space drive it one generated frame at a time (SPEC sec. 7).
+"""Play a world model: arrow keys and space drive it one generated frame at a time.
 
 The window starts from a frame of the dataset; each key press appends the action, runs the dynamics
 model's MaskGIT sampler for one new frame and shows it decoded. `r` restarts, `q` quits. Without a
@@ -24,7 +24,7 @@ from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics
 from envs import UserError
 from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer
 
-# Play keys -> actions of the shared set RIGHT LEFT UP DOWN JUMP (SPEC sec. 3): the one place that maps
+# Play keys -> actions of the shared set RIGHT LEFT UP DOWN JUMP: the one place that maps
 # keys to actions. A model driven by latent actions (GenieRedux's LAM) maps these keys to its codes instead.
 KEY_ACTIONS = {"right": 0, "left": 1, "up": 2, "down": 3, " ": 4}  # matplotlib key names; " " is space
 ACTION_LETTERS = "RLUDJ"  # the same actions as --keys letters, in action order

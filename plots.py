@@ -1,6 +1,6 @@
 """Pictures of results: frame grids, training curves, bar charts and the LAM's confusion matrix.
 
-Every number the scripts report comes with a picture next to it (SPEC sec. 7): train.py's samples.png
+Every number the scripts report comes with a picture next to it: train.py's samples.png
 and curves.png, evaluate.py's rollouts, tokens (paper Fig. 5), uncertainty (paper Fig. 6), horizon and
 comparison charts and lam_agreement.png, agent.py's curves.png and report.png. Not a script: they
 import it. Importing it selects matplotlib's Agg backend (files only, no window), so evaluate.py

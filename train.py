@@ -1,4 +1,4 @@
-"""The one training loop of every model: tokenizer, LAM and dynamics (GenieRedux paper sec. 4 and 5.1; SPEC sec. 6).
+"""The one training loop of every model: tokenizer, LAM and dynamics (GenieRedux paper sec. 4 and 5.1).
 
 As nanoGPT's train.py: one while loop with evaluation, checkpointing, logging, forward/backward and the
 optimiser step in plain sight. A model plugs in through `loss(batch) -> (loss, metrics)`.

@@ -5,7 +5,7 @@ emulator and no trained tokenizer:
   toy_episode      - one episode (frames uint8 [T+1, size, size, 3], actions int64 [T]);
   toy_batch        - a batch of episodes as tensors;
   encode_patches / decode_patches - a fixed "tokenizer": patch -> id 0 (black) or 1 (white);
-  write_toy_dataset - episodes as .npz files in the SPEC sec. 4 format (DIR/train, DIR/val).
+  write_toy_dataset - episodes as .npz files in the shared episode format (DIR/train, DIR/val).
 Actions follow the shared set RIGHT LEFT UP DOWN JUMP; JUMP does nothing here.
 """
 from pathlib import Path
@@ -66,7 +66,7 @@ def decode_patches(tokens, patch=4):
 
 
 def write_toy_dataset(root, n_train=4, n_val=1, T=20, seed=0, **kwargs):
-    """Write toy episodes as SPEC sec. 4 .npz files: root/train/ep_XXXX.npz, root/val/ep_XXXX.npz.
+    """Write toy episodes as .npz episode files: root/train/ep_XXXX.npz, root/val/ep_XXXX.npz.
 
     Returns the list of written paths.
     """
