@@ -94,14 +94,34 @@ def sample_codes(logits, temperature=1.0, generator=None):
     Returns (codes int64 [K], their probability under softmax(logits) [K]: MaskGIT's confidence).
     """
     logits = logits.float()
-    probs = logits.softmax(-1)
+    top = logits.amax(-1, keepdim=True)
+    weights = (logits - top).exp_()  # softmax(logits) times its sum (in place: a second buffer costs page faults)
     if temperature == 0:
         codes = logits.argmax(-1)
     else:
-        cdf = (probs if temperature == 1 else (logits / temperature).softmax(-1)).cumsum(-1)  # [K, C]
-        u = torch.rand(len(cdf), 1, generator=generator, device=cdf.device) * cdf[:, -1:]  # the total is 1 +- rounding
-        codes = torch.searchsorted(cdf, u, right=True)[:, 0].clamp_max(cdf.shape[1] - 1)  # first code with cdf > u
-    return codes, probs.gather(-1, codes[:, None])[:, 0]
+        tempered = weights if temperature == 1 else ((logits - top) / temperature).exp_()
+        codes = inverse_cdf(tempered, generator)
+    return codes, weights.gather(-1, codes[:, None])[:, 0] / weights.sum(-1)
+
+
+def inverse_cdf(weights, generator=None):
+    """Per row of non-negative weights [K, C], the index i drawn with probability weights[i] / sum(weights).
+
+    A uniform u in [0, sum) picks the first index whose running sum exceeds u. The running sum is taken in two
+    levels, over groups of ~sqrt(C) codes and then inside the chosen group: a full cumsum over C codes is a
+    sequential scan, 3-4x slower on a CPU. The same u gives the same index as the one-level lookup.
+    """
+    K, C = weights.shape
+    size = math.isqrt(C - 1) + 1  # codes per group
+    groups = (F.pad(weights, (0, -C % size)) if C % size else weights).view(K, -1, size)  # [K, G, size]
+    group_sums = groups.sum(-1)  # [K, G]
+    ends = group_sums.cumsum(-1)  # running sum at the end of each group
+    u = torch.rand(K, 1, generator=generator, device=weights.device) * ends[:, -1:]
+    group = torch.searchsorted(ends, u, right=True).clamp_max(ends.shape[1] - 1)  # [K, 1]
+    u_inside = u - (ends.gather(1, group) - group_sums.gather(1, group))  # u minus the running sum before the group
+    inside = groups.gather(1, group[:, :, None].expand(K, 1, size))[:, 0].cumsum(-1)  # [K, size]
+    index = torch.searchsorted(inside, u_inside, right=True).clamp_max(size - 1)
+    return (group * size + index)[:, 0].clamp_max(C - 1)
 
 
 class Context:

@@ -218,17 +218,19 @@ def test_cache_runs_the_model_on_the_new_frames_only(monkeypatch):
     assert frames_run == [2] + [1] * 6 * (5 + 1)  # the context once; per frame 5 MaskGIT steps and 1 to keep it
 
 
-def test_sampled_codes_follow_the_softmax():
+@pytest.mark.parametrize("num_codes", [8, 37])  # 37: the sampler's groups of 7 codes end in padding
+def test_sampled_codes_follow_the_softmax(num_codes):
     """Chi-square test of 200,000 draws against softmax(logits / T), for T = 1 and T = 0.5."""
-    logits = torch.tensor([2.0, 1.0, 0.0, -1.0, 0.5, -3.0, 1.5, -0.5])
+    logits = torch.randn(num_codes, generator=torch.Generator().manual_seed(num_codes)) * 1.5
+    critical = {8: 24.3, 37: 68.0}[num_codes]  # chi-square at p = 0.001, num_codes - 1 degrees of freedom
     for temperature in (1.0, 0.5):
-        codes, confidence = sample_codes(logits.expand(200_000, 8), temperature, torch.Generator().manual_seed(0))
+        codes, confidence = sample_codes(logits.expand(200_000, num_codes), temperature, torch.Generator().manual_seed(0))
         expected = 200_000 * (logits / temperature).softmax(-1)
-        observed = torch.bincount(codes, minlength=8).float()
+        observed = torch.bincount(codes, minlength=num_codes).float()
         chi2 = ((observed - expected) ** 2 / expected).sum().item()
-        assert chi2 < 24.3, f"T={temperature}: chi-square {chi2:.1f} (7 degrees of freedom, p = 0.001 at 24.3)"
+        assert chi2 < critical, f"T={temperature}: chi-square {chi2:.1f} ({num_codes - 1} degrees of freedom)"
         torch.testing.assert_close(confidence, logits.softmax(-1)[codes])  # confidence: the untempered probability
-    assert torch.equal(sample_codes(logits[None], 0.0)[0], torch.tensor([0]))  # temperature 0: the argmax
+    assert torch.equal(sample_codes(logits[None], 0.0)[0], logits.argmax()[None])  # temperature 0: the argmax
 
 
 def test_windowed_context_forgets_frames_beyond_the_window():
