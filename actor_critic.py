@@ -1,13 +1,14 @@
-"""The AutoExplore agent's network: IRIS's actor-critic (GenieRedux paper sec. 4). Needs only torch.
+"""The AutoExplore agent's network, IRIS's actor-critic (GenieRedux paper sec. 4), and the policy that plays it.
 
 4 conv3x3 + max-pool layers encode a 64x64 frame, an LSTM carries the episode, and two linear heads
-give the policy's logits and the value. agent.py trains it with PPO and collect.py plays with it;
-the preset table sizes it.
+give the policy's logits and the value. agent.py trains it with PPO; `Policy` plays one game with it,
+one step at a time, as collect.py does. Needs numpy and torch only.
 
     python agent.py --env Airstriker-Genesis-v0 --dynamics runs/dynamics/ckpt.pt --out runs/agent
 """
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -60,3 +61,38 @@ class ActorCritic(nn.Module):
             hs.append(h)
         hs = torch.stack(hs)  # [T, N, hidden]
         return self.actor(hs), self.critic(hs)[..., 0], (h, c)
+
+
+class Policy:
+    """One game, one step at a time: actions sampled from the network, and with probability epsilon a
+    uniformly random one. Without a model it is the random agent over num_actions actions."""
+
+    def __init__(self, model=None, epsilon=0.15, name="random", num_actions=5):
+        self.model, self.epsilon, self.name = model, epsilon, name
+        self.num_actions = model.config.num_actions if model else num_actions
+        self.device = next(model.parameters()).device if model else None
+        self.reset(0)
+
+    def reset(self, seed):
+        """A new episode: zero LSTM state; the actions depend only on `seed` and the frames."""
+        self.rng, self.generator = np.random.default_rng(seed), torch.Generator().manual_seed(int(seed))
+        self.state = self.model.initial_state(1, self.device) if self.model else None
+        self.start = torch.ones(1, 1, device=self.device)
+
+    @torch.no_grad()
+    def act(self, obs):
+        """obs uint8 [H, W, 3] (what the agent sees) -> action index. The LSTM sees every frame."""
+        uniform = int(self.rng.integers(self.num_actions))
+        if self.model is None:
+            return uniform
+        logits, _, self.state = self.model(torch.from_numpy(obs).to(self.device)[None, None], self.state, self.start)
+        self.start = torch.zeros_like(self.start)
+        sampled = int(torch.multinomial(logits[0, 0].softmax(-1).cpu(), 1, generator=self.generator))
+        return uniform if self.rng.random() < self.epsilon else sampled
+
+    @classmethod
+    def from_checkpoint(cls, ckpt, name, epsilon=0.15, device="cpu"):
+        """agent.py's checkpoint dict {model, config, ...} -> the Policy it trained, named `name`."""
+        model = ActorCritic(AgentConfig(**ckpt["config"])).to(device)
+        model.load_state_dict(ckpt["model"])
+        return cls(model.eval(), epsilon, name)

@@ -17,7 +17,7 @@ import argparse
 import functools
 import json
 import math
-import os
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from matplotlib.figure import Figure
 from torch.distributions import Categorical
 
-from actor_critic import PRESETS, ActorCritic, AgentConfig
-from checkpoint import load_world_model
+from actor_critic import PRESETS, ActorCritic, AgentConfig, Policy
 from dynamics import token_entropy
-from envs import ACTION_NAMES, AgentGame, Envs, UserError, check_env, make_game
-from plots import plot_agent_curves as plot_curves, plot_exploration
+from envs import AgentGame, Envs, GameError, check_env, make_game
+from episodes import check_writable
+from train import CheckpointError, load_world_model, read_checkpoint, save_checkpoint
 
 
 # ---------------------------------------------------------------------------
@@ -95,45 +96,6 @@ def intrinsic_reward(world, history):
 
 
 # ---------------------------------------------------------------------------
-# The actor-critic (IRIS, actor_critic.py) as a policy: one game, one step at a time
-# ---------------------------------------------------------------------------
-
-class Policy:
-    """One game, one step at a time, as collect.py plays: sampled actions, and with probability epsilon a
-    uniformly random one. Without a model it is the random agent."""
-
-    def __init__(self, model=None, epsilon=0.15, name="random"):
-        self.model, self.epsilon, self.name = model, epsilon, name
-        self.device = next(model.parameters()).device if model else None
-        self.reset(0)
-
-    def reset(self, seed):
-        """A new episode: zero LSTM state; the actions depend only on `seed` and the frames."""
-        self.rng, self.generator = np.random.default_rng(seed), torch.Generator().manual_seed(int(seed))
-        self.state = self.model.initial_state(1, self.device) if self.model else None
-        self.start = torch.ones(1, 1, device=self.device)
-
-    @torch.no_grad()
-    def act(self, obs):
-        """obs uint8 [H, W, 3] (AgentGame.obs) -> action index. The LSTM sees every frame."""
-        uniform = int(self.rng.integers(len(ACTION_NAMES)))
-        if self.model is None:
-            return uniform
-        logits, _, self.state = self.model(torch.from_numpy(obs).to(self.device)[None, None], self.state, self.start)
-        self.start = torch.zeros_like(self.start)
-        sampled = int(torch.multinomial(logits[0, 0].softmax(-1).cpu(), 1, generator=self.generator))
-        return uniform if self.rng.random() < self.epsilon else sampled
-
-
-def load_policy(path, device="cpu", epsilon=0.15):
-    """An agent.py checkpoint -> Policy named agent:<folder>/<file> (the `policy` of the episodes it plays)."""
-    ckpt = torch.load(path, map_location=device)
-    model = ActorCritic(AgentConfig(**ckpt["config"])).to(device)
-    model.load_state_dict(ckpt["model"])
-    return Policy(model.eval(), epsilon, f"agent:{Path(path).parent.name}/{Path(path).name}")
-
-
-# ---------------------------------------------------------------------------
 # PPO training (as CleanRL's ppo_atari_lstm): rollout, bootstrap/GAE, minibatch epochs, logging
 # ---------------------------------------------------------------------------
 
@@ -142,7 +104,7 @@ def train(args, make_env=None):
     None plays --env. Tests pass a toy game here."""
     from tqdm import tqdm
     device, out, path = torch.device(args.device), Path(args.out), Path(args.out) / "agent.pt"
-    ckpt = torch.load(path, map_location=device) if args.resume and path.exists() else None
+    ckpt = read_checkpoint(path, "--resume", device) if args.resume and path.exists() else None
     config = AgentConfig(**ckpt["config"]) if ckpt else PRESETS[args.preset]
     model = ActorCritic(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-5)
@@ -228,9 +190,8 @@ def train(args, make_env=None):
             f.write(json.dumps(rows[-1]) + "\n")
         bar.set_postfix(reward=f"{rows[-1]['reward']:.3f}", steps_per_s=f"{rows[-1]['steps_per_s']:.0f}")
         if (update + 1) % args.save_every == 0 or update + 1 == num_updates:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(config),
-                        "args": vars(args), "update": update + 1, "log": rows}, out / ".agent.pt.tmp")
-            os.replace(out / ".agent.pt.tmp", path)  # atomic: an interrupted save never leaves a half file
+            save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(config),
+                                   "model_type": "agent", "args": vars(args), "update": update + 1, "log": rows})
             plot_curves(rows, out / "curves.png")
     envs.close()
 
@@ -271,7 +232,8 @@ def play(policy, game, budget, max_steps):
 
 def report(args):
     world, results = load_world_model(args.dynamics, args.device), {}
-    for policy in (Policy(), load_policy(args.agent, "cpu", args.epsilon)):
+    agent = Policy.from_checkpoint(read_checkpoint(args.agent, "--agent"), f"agent:{args.agent}", args.epsilon)
+    for policy in (Policy(), agent):
         game = AgentGame(make_game(args.env, 1, 64), args.frame_skip)
         episodes = play(policy, game, args.report_steps, args.max_steps)
         game.close()
@@ -290,6 +252,36 @@ def report(args):
     (out / "report.json").write_text(json.dumps({"env": args.env, "agent": args.agent, **results}, indent=2))
     plot_exploration(results, f"{args.env}: {args.report_steps} steps per agent", out / "report.png")
 
+
+# ---------------------------------------------------------------------------
+# Pictures: training curves and the exploration report
+# ---------------------------------------------------------------------------
+
+def plot_curves(rows, path):
+    """The agent's log rows: mean reward per step and episode length against agent steps."""
+    fig = Figure(figsize=(9, 3.2), layout="tight")
+    for ax, key, title in zip(fig.subplots(1, 2), ("reward", "episode_length"),
+                              ("mean reward per step", "episode length, steps")):
+        ax.plot([r["steps"] for r in rows if r[key] is not None], [r[key] for r in rows if r[key] is not None])
+        ax.set(xlabel="agent steps", title=title)
+    fig.savefig(path, dpi=100)
+
+
+def plot_exploration(results, title, path):
+    """One bar per agent ({name: report figures}) for the AutoExplore reward, distinct frames and x displacement."""
+    fig = Figure(figsize=(10, 3), layout="tight")
+    for ax, key in zip(fig.subplots(1, 3), ("autoexplore_reward", "distinct_frames", "x_displacement")):
+        ax.bar(list(results), [r[key] or 0 for r in results.values()], color=["grey", "tab:blue"])
+        ax.set_title(key.replace("_", " "))
+        if results["random"][key] is None:
+            ax.text(0.5, 0.5, "the game names no x in RAM:\nsee distinct frames", ha="center", transform=ax.transAxes)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -331,6 +323,7 @@ def parse_args(argv=None):
 
 def main(argv=None, make_env=None):
     args = parse_args(argv)
+    check_writable(args.out)  # before any work
     if make_env is None:
         check_env(args.env)
     if args.report:
@@ -339,8 +332,7 @@ def main(argv=None, make_env=None):
 
 
 if __name__ == "__main__":
-    import sys
     try:
         main()
-    except UserError as e:
+    except (GameError, CheckpointError, OSError) as e:
         sys.exit(f"error: {e}")

@@ -8,14 +8,13 @@ every episode becomes one compressed .npz file:
     python collect.py --games platformers --episodes 10 --out data/platformers   # RetroAct selection
     python collect.py --policy agent --agent runs/agent/agent.pt --episodes 100 --out data/explore  # agent.py
 
-Writes DIR/train/*.npz and DIR/val/*.npz. Each episode's content depends only on (--seed, env,
-episode index), so re-running a command continues where it stopped and never duplicates an
-episode. The loader `load_episode` below is the one contract check that train.py and evaluate.py
-share; it needs only numpy (envs.py imports the emulators lazily).
+Writes DIR/train/*.npz and DIR/val/*.npz (the format: episodes.py). Each episode's content depends
+only on (--seed, env, episode index) and its file is named after all three, so re-running a command
+continues where it stopped, and collectors with different seeds can share a folder without touching
+each other's episodes.
 """
 import argparse
 import multiprocessing
-import os
 import sys
 import tempfile
 import time
@@ -25,81 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from envs import ACTION_NAMES, AgentGame, UserError, check_env, make_game, select_games, square_resize
-
-EPISODE_KEYS = ["frames", "actions", "rewards", "action_names", "env", "policy", "frame_skip"]
-
-
-class EpisodeError(ValueError):
-    """An episode file that breaks the contract; the message is one line: '<path>: <reason>'."""
-
-
-# ---------------------------------------------------------------------------
-# The episode file (the format README describes): write atomically, load with validation
-# ---------------------------------------------------------------------------
-
-def save_episode(path, frames, actions, rewards, env, policy, frame_skip, action_names=ACTION_NAMES):
-    """Write one episode as a compressed .npz: temp file then rename, so no half file ever exists."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, frames=np.asarray(frames, np.uint8), actions=np.asarray(actions, np.int64),
-                            rewards=np.asarray(rewards, np.float32), action_names=np.array(action_names),
-                            env=np.array(env), policy=np.array(policy), frame_skip=np.array(frame_skip))
-    os.replace(tmp, path)
-    return path.stat().st_size
-
-
-def load_episode(path, resolution=None):
-    """Load and validate one episode; raise EpisodeError naming the file and what is wrong.
-
-    With `resolution`, frames of another size are padded to square and area-resized to it.
-    """
-    def fail(reason):
-        raise EpisodeError(f"{path}: {reason}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in EPISODE_KEYS if k not in data.files]
-            if missing:
-                fail(f"missing key(s) {', '.join(missing)}; an episode needs {', '.join(EPISODE_KEYS)}")
-            ep = {k: data[k] for k in EPISODE_KEYS}
-    except EpisodeError:
-        raise
-    except Exception as e:  # zipfile/zlib/OSError/ValueError: anything that is not a readable .npz
-        fail(f"not a readable .npz ({type(e).__name__}: {e}); the file is truncated or corrupt, delete or re-collect it")
-    frames, actions, rewards, names = ep["frames"], ep["actions"], ep["rewards"], ep["action_names"]
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        fail(f"frames must be uint8 [T+1, H, W, 3], got {frames.dtype} {list(frames.shape)}")
-    if actions.ndim != 1 or actions.dtype.kind not in "iu":
-        fail(f"actions must be int64 [T], got {actions.dtype} {list(actions.shape)}")
-    if len(frames) != len(actions) + 1:
-        fail(f"frames must hold one more entry than actions (T+1 vs T), got {len(frames)} and {len(actions)}")
-    if rewards.shape != actions.shape or rewards.dtype.kind != "f":
-        fail(f"rewards must be float32 [T], got {rewards.dtype} {list(rewards.shape)}")
-    if names.ndim != 1 or names.dtype.kind != "U" or len(names) == 0:
-        fail(f"action_names must be a non-empty 1-D array of strings, got {names.dtype} {list(names.shape)}")
-    if len(actions) and (actions.min() < 0 or actions.max() >= len(names)):
-        fail(f"action out of range: values {actions.min()}..{actions.max()} but only {len(names)} action_names")
-    for key in ("env", "policy"):
-        if ep[key].ndim != 0 or ep[key].dtype.kind != "U":
-            fail(f"{key} must be a string, got {ep[key].dtype} {list(ep[key].shape)}")
-    if ep["frame_skip"].ndim != 0 or ep["frame_skip"].dtype.kind not in "iu" or ep["frame_skip"] < 1:
-        fail(f"frame_skip must be a positive integer, got {ep['frame_skip']!r}")
-    if resolution is not None and frames.shape[1:3] != (resolution, resolution):
-        frames = square_resize(frames, resolution)
-    return {"frames": frames, "actions": actions.astype(np.int64), "rewards": rewards.astype(np.float32),
-            "action_names": [str(n) for n in names], "env": str(ep["env"]), "policy": str(ep["policy"]),
-            "frame_skip": int(ep["frame_skip"])}
-
-
-def find_episodes(root, split=None):
-    """Episode files of a dataset: DIR/<split>/*.npz if that folder exists, else every .npz under DIR."""
-    root = Path(root)
-    if split is not None and (root / split).is_dir():
-        root = root / split
-    return sorted(root.rglob("*.npz")) if root.is_dir() else []
-
+from envs import ACTION_NAMES, AgentGame, GameError, check_env, make_game, select_games
+from episodes import EpisodeError, check_writable, remove_stale_tmp, save_episode
 
 # ---------------------------------------------------------------------------
 # Collection: one job per episode, run in worker processes (one emulator per process)
@@ -144,12 +70,15 @@ _POLICY = {}  # the loaded agent of this process, by (checkpoint, epsilon)
 
 
 def open_policy(path, epsilon):
+    """The agent of agent.py's checkpoint `path` as a Policy named agent:<folder>/<file> (the episodes' `policy`)."""
     if (path, epsilon) not in _POLICY:
         import torch
-        from agent import load_policy
+        from actor_critic import Policy
+        from train import read_checkpoint
         torch.set_num_threads(1)  # one worker per core: a policy step must not spread over the others
         _POLICY.clear()
-        _POLICY[(path, epsilon)] = load_policy(path, "cpu", epsilon)
+        name = f"agent:{Path(path).parent.name}/{Path(path).name}"
+        _POLICY[(path, epsilon)] = Policy.from_checkpoint(read_checkpoint(path, "--agent"), name, epsilon)
     return _POLICY[(path, epsilon)]
 
 
@@ -169,8 +98,8 @@ def run_episode(job):
         frames.append(frame), actions.append(action), rewards.append(reward)
         if done:
             break
-    size = save_episode(job.path, np.stack(frames), actions, rewards, job.env, policy.name if policy else "random",
-                        job.frame_skip)
+    size = save_episode(job.path, np.stack(frames), actions, rewards, ACTION_NAMES, job.env,
+                        policy.name if policy else "random", job.frame_skip)
     return job.env, len(frames), size
 
 
@@ -183,7 +112,7 @@ def plan_jobs(envs, args):
         slug = env.replace(":", "-")
         for i in range(args.episodes):
             split = args.split or ("val" if i < n_val else "train")
-            path = Path(args.out) / split / f"{slug}_{i:05d}.npz"
+            path = Path(args.out) / split / f"{slug}_seed{args.seed}_{i:05d}.npz"  # another seed: other names
             jobs.append(Job(env, i, episode_seed(args.seed, env, i), str(path), args.max_steps, frame_skip, args.resolution,
                             args.agent if args.policy == "agent" else None, args.epsilon))
     return jobs
@@ -275,14 +204,20 @@ def main(argv=None):
         envs, skipped = select_games(args.games)
         print(f"{args.games}: {len(envs)} games playable, {len(skipped)} skipped (ROM not imported: python -m stable_retro.import DIR)")
         if not envs:
-            raise UserError(f"no game of '{args.games}' has its ROM imported; import ROMs with: python -m stable_retro.import DIR")
+            raise GameError(f"no game of '{args.games}' has its ROM imported; import ROMs with: python -m stable_retro.import DIR")
     else:
         check_env(args.env)
         envs = [args.env]
     if args.benchmark:
         return benchmark(envs[0], args)
-    for stale in Path(args.out).glob("*/.*.tmp"):  # left by a run killed mid-write
-        stale.unlink()
+    check_writable(args.out)  # before any work
+    if args.policy == "agent":  # a bad checkpoint fails here, in one line, before any episode is played
+        from train import CheckpointError
+        try:
+            open_policy(args.agent, args.epsilon)
+        except CheckpointError as e:
+            sys.exit(f"error: {e}")
+    remove_stale_tmp(args.out)  # left by a run killed mid-write; a running collector's files stay
     jobs = plan_jobs(envs, args)
     # An episode already written to any split this command fills stays where it is: growing --episodes
     # (which moves the val/train boundary) must not write it again into the other split.
@@ -306,5 +241,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (UserError, EpisodeError) as e:
+    except (GameError, EpisodeError, OSError) as e:
         sys.exit(f"error: {e}")

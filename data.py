@@ -1,7 +1,7 @@
 """Training data: clips of episodes, a resumable order, and the frozen tokenizer's token cache.
 
 train.py reads episodes through this file. A clip is --seq-len consecutive frames of one episode with
-the actions between them. Every file is validated once (collect.load_episode) but frames are read
+the actions between them. Every file is validated once (episodes.load_episode) but frames are read
 lazily, a few episodes at a time, so datasets larger than RAM work. The batch order depends only on
 (seed, step, rank), so a resumed run reads exactly the batches an uninterrupted one would. For the
 dynamics model, each clip is tokenised once by the frozen tokenizer into a memory-mapped .npy.
@@ -18,8 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm import tqdm
 
-from collect import find_episodes, load_episode
-from envs import UserError
+from episodes import EpisodeError, find_episodes, load_episode
 
 
 def read_actions(path):
@@ -40,9 +39,7 @@ class Clips(Dataset):
     """
 
     def __init__(self, root, split, seq_len, stride, workers):
-        self.paths = find_episodes(root, split)
-        if not self.paths:
-            raise UserError(f"no .npz episodes in {root}: collect some with python collect.py --out {root}")
+        self.paths = find_episodes(root, split)  # EpisodeError names the folder when it holds none
         with Pool(max(1, workers)) as pool:
             self.actions, self.action_names = zip(*pool.map(read_actions, self.paths, chunksize=4))
         lengths = [len(a) + 1 for a in self.actions]
@@ -51,7 +48,7 @@ class Clips(Dataset):
         print(f"{root} [{split}]: {len(self.paths)} episodes, {len(self.clips)} clips of {seq_len} frames"
               + (f", {short} episodes shorter than that skipped" if short else ""))
         if not len(self.clips):
-            raise UserError(f"no episode in {root} has {seq_len} frames (longest: {max(lengths)}): "
+            raise EpisodeError(f"no episode in {root} has {seq_len} frames (longest: {max(lengths)}): "
                             f"lower --seq-len or collect longer episodes (collect.py --max-steps)")
         self.seq_len, self.resolution, self.tokens, self.latent = seq_len, None, None, None
 
@@ -107,7 +104,7 @@ def barrier():
 
 
 @torch.no_grad()
-def tokenize_clips(tokenizer, lam, clips, path, meta, batch_size, workers, rank, world, device, ctx):
+def tokenize_clips(tokenizer, lam, clips, path, meta, *, batch_size, workers, rank, world, device, ctx):
     """Ids of every clip by the frozen tokenizer, computed once into a memory-mapped int16 [N, T, h, w] .npy
     (and with a frozen LAM its latent actions [N, T-1] into latent_<split>.npy beside it).
 

@@ -19,60 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
+from episodes import square_resize
+
 ACTION_NAMES = ["RIGHT", "LEFT", "UP", "DOWN", "JUMP"]
 ANNOTATIONS = Path(__file__).resolve().parent / "annotations"  # RetroAct tables (MIT, see LICENSE)
 PROCGEN_GAMES = ["bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball",
                  "fruitbot", "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot"]
 
 
-class UserError(Exception):
-    """A mistake the user can fix; main() prints its one-line message instead of a traceback."""
-
-
-
-# ---------------------------------------------------------------------------
-# Frames: pad to a square with black, then antialiased area resize
-# ---------------------------------------------------------------------------
-
-BAND = 8  # output pixels per band of the resize: wider bands multiply more zeros, narrower ones cost more calls (8 measured fastest)
-
-
-@functools.lru_cache(maxsize=32)
-def area_bands(n_in, n_out, offset, length, channels):
-    """Area interpolation of one axis, as a few dense bands of a mostly-zero weight matrix.
-
-    The axis is n_in pixels long, of which [offset, offset+length) hold the image and the rest is
-    black padding. Output pixel i averages the span [i, i+1) * n_in / n_out, each input pixel
-    weighted by how much of it lies in the span (padding adds zeros, so it is dropped). Returns
-    [(output slice, input slice, weights)], BAND output pixels per band, each reading only the
-    input pixels it overlaps; `channels` interleaved values per pixel (3 for the last axis of RGB).
-    """
-    edges = np.arange(n_out + 1) * n_in / n_out - offset
-    pixel = np.arange(length)
-    overlap = np.minimum(edges[1:, None], pixel + 1) - np.maximum(edges[:-1, None], pixel)
-    weights = (np.clip(overlap, 0, None) * (n_out / n_in)).astype(np.float32)  # [n_out, length]
-    bands = []
-    for start in range(0, n_out, BAND):
-        used = np.flatnonzero(weights[start:start + BAND].any(0))
-        lo, hi = (used[0], used[-1] + 1) if len(used) else (0, 1)  # an all-padding band reads one pixel at weight 0
-        block = np.kron(weights[start:start + BAND, lo:hi], np.eye(channels, dtype=np.float32))
-        bands.append((slice(start * channels, (start + BAND) * channels), slice(lo * channels, hi * channels), block))
-    return bands
-
-
-def square_resize(frames, size):
-    """[..., H, W, 3] uint8 -> [..., size, size, 3] uint8, black-padded to square first."""
-    H, W = frames.shape[-3:-1]
-    side, lead = max(H, W), frames.shape[:-3]
-    image = frames.reshape(*lead, H, W * 3)
-    rows = np.empty((*lead, size, W * 3), np.float32)
-    for out, inp, weights in area_bands(side, size, (side - H) // 2, H, 1):  # resize the rows ...
-        np.matmul(weights, image[..., inp, :], out=rows[..., out, :])
-    resized = np.empty((*lead, size, size * 3), np.float32)
-    for out, inp, weights in area_bands(side, size, (side - W) // 2, W, 3):  # ... then the columns
-        resized[..., out] = rows[..., inp] @ weights.T
-    resized += 0.5  # round to nearest; an average of uint8 values needs no clipping
-    return resized.reshape(*lead, size, size, 3).astype(np.uint8)
+class GameError(ValueError):
+    """A game that cannot be played here (unknown id, ROM not imported, procgen missing); one line with the fix."""
 
 
 # ---------------------------------------------------------------------------
@@ -172,27 +128,27 @@ class ProcgenGame:
 
 
 def check_env(name):
-    """Raise UserError (one line, with the fix) if `name` cannot be played on this machine."""
+    """Raise GameError (one line, with the fix) if `name` cannot be played on this machine."""
     if name.startswith("procgen:"):
         game = name.split(":", 1)[1]
         if game not in PROCGEN_GAMES:
             close = difflib.get_close_matches(game, PROCGEN_GAMES, n=3)
-            raise UserError(f"unknown procgen game '{game}'" + (f"; did you mean {', '.join('procgen:' + c for c in close)}?" if close else f"; choose one of {', '.join(PROCGEN_GAMES)}"))
+            raise GameError(f"unknown procgen game '{game}'" + (f"; did you mean {', '.join('procgen:' + c for c in close)}?" if close else f"; choose one of {', '.join(PROCGEN_GAMES)}"))
         try:
             import procgen  # noqa: F401
         except ImportError:
-            raise UserError(f"{name} needs procgen: pip install procgen-mirror")
+            raise GameError(f"{name} needs procgen: pip install procgen-mirror")
         return
     import stable_retro
     games = stable_retro.data.list_games(stable_retro.data.Integrations.ALL)
     if name not in games:
         close = difflib.get_close_matches(name, games, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see stable_retro.data.list_games() or use procgen:<name>"
-        raise UserError(f"unknown game '{name}'{hint}")
+        raise GameError(f"unknown game '{name}'{hint}")
     try:
         stable_retro.data.get_romfile_path(name, stable_retro.data.Integrations.ALL)
     except FileNotFoundError:
-        raise UserError(f"the ROM of {name} is not imported; put the ROM file in a folder and run: python -m stable_retro.import DIR")
+        raise GameError(f"the ROM of {name} is not imported; put the ROM file in a folder and run: python -m stable_retro.import DIR")
 
 
 def make_game(name, frame_skip, resolution):
@@ -213,14 +169,14 @@ def select_games(selection):
     elif Path(selection).is_file():
         wanted = [line.strip() for line in Path(selection).read_text().splitlines() if line.strip() and not line.startswith("#")]
     else:
-        raise UserError(f"--games takes 'platformers', 'control50' or a file of game ids; '{selection}' is none of these")
+        raise GameError(f"--games takes 'platformers', 'control50' or a file of game ids; '{selection}' is none of these")
     playable, skipped = [], []
     for game in wanted:
         name = game if game.startswith("procgen:") else ids.get(normalise(game), game)
         try:
             check_env(name)
             playable.append(name)
-        except UserError as e:
+        except GameError as e:
             if "not imported" not in str(e):
                 raise
             skipped.append(name)

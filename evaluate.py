@@ -1,4 +1,4 @@
-"""Evaluate a world model: fidelity, controllability, pictures, and a playable window.
+"""Evaluate a world model: fidelity, controllability and pictures.
 
 GenieRedux paper sec. 5 (FID, PSNR, SSIM, and Genie's delta_t PSNR with t = 4). A test
 window is 2 context frames + 10 predicted frames, one every 20 frames of an episode, predicted in one
@@ -6,14 +6,12 @@ MaskGIT run ("one-go") or frame by frame ("autoregressive"). Every table also ha
 reconstruction (the ceiling) and a copy of the last context frame (the floor).
 
     python evaluate.py --dynamics runs/dynamics/ckpt.pt --data data/airstriker --out runs/eval
-    python evaluate.py --play --dynamics runs/dynamics/ckpt.pt --data data/airstriker    # arrows, space, r, q
-    python evaluate.py --play --keys RRRJLL --dynamics runs/dynamics/ckpt.pt --data data/airstriker --out runs/play
+    python evaluate.py --compare runs/eval_a runs/eval_b --out runs/compare   # one table over several evaluations
 
 Reads the episodes in DIR/test, else DIR/val, else every .npz under DIR (any episode files), and the
 tokenizer checkpoint named in the dynamics checkpoint (or --tokenizer). Writes to --out: metrics.json,
-results.md, horizon.png, rollouts.png/.gif, tokens.png, uncertainty.png (play: play.gif, and play.png
-with its frames in a row). FID needs the FID Inception weights (fid.py); without them it is reported
-unavailable.
+results.md, horizon.png, rollouts.png/.gif, tokens.png, uncertainty.png. FID needs the FID Inception
+weights (see metrics.py); without them it is reported unavailable. play.py plays the same models.
 """
 import argparse
 import copy
@@ -22,20 +20,21 @@ import math
 import sys
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint
-from collect import EpisodeError, find_episodes, load_episode
 from dynamics import token_entropy
-from envs import UserError
-from fid import WEIGHTS_NAME, FeatureStats, FIDUnavailable, inception_features, load_inception
-from metrics import PSNR_CAP, psnr, ssim
-from play import ACTION_LETTERS, Player, play_keys, play_window, save_gif, to_uint8
+from episodes import EpisodeError, check_writable, find_episodes, load_episode
+from metrics import PSNR_CAP, WEIGHTS_NAME, FeatureStats, FIDUnavailable, inception_features, load_inception, psnr, ssim
+from train import CheckpointError, load_checkpoint
 
 CONTEXT, HORIZON, STRIDE = 2, 10, 20  # frames given, frames predicted, frames between window starts
 DELTA_T = 4  # delta_t PSNR is read at the 4th predicted frame, as in Genie and the paper
+ACTION_LETTERS = "RLUDJ"  # RIGHT LEFT UP DOWN JUMP as one letter each: picture titles and play.py's --keys
 
 
 # ---------------------------------------------------------------------------
@@ -48,20 +47,22 @@ def cut_windows(frames, actions, context=CONTEXT, horizon=HORIZON, stride=STRIDE
     return [(frames[s:s + n], actions[s:s + n - 1]) for s in range(0, len(frames) - n + 1, stride)]
 
 
-def load_windows(root, max_windows=None, resolution=64):
-    """Test windows of the episodes in DIR/test, else in DIR/val, else of every .npz under DIR."""
+def test_folder(root):
+    """The episodes to test on: DIR/test, else DIR/val, else every .npz under DIR."""
     root = Path(root)
-    split = next((s for s in ("test", "val") if find_episodes(root / s)), "")
-    paths, windows = find_episodes(root / split), []
-    if not paths:
-        raise UserError(f"no .npz episodes under {root}")
+    return next((root / s for s in ("test", "val") if any((root / s).rglob("*.npz"))), root)
+
+
+def load_windows(folder, max_windows=None, resolution=64):
+    """Test windows of the episodes under `folder` (see test_folder), at most max_windows."""
+    paths, windows = find_episodes(folder), []  # EpisodeError names the folder when it holds none
     for path in paths:
         episode = load_episode(path, resolution)
         windows += cut_windows(episode["frames"], episode["actions"])
         if max_windows and len(windows) >= max_windows:
             break
     if not windows:
-        raise UserError(f"no episode of the {len(paths)} under {root} is long enough: a test window needs "
+        raise EpisodeError(f"no episode of the {len(paths)} under {folder} is long enough: a test window needs "
                         f"{CONTEXT + HORIZON} frames ({CONTEXT} context + {HORIZON} predicted)")
     return windows[:max_windows]
 
@@ -78,7 +79,7 @@ def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, 
 
     windows: (frames uint8 [12, H, W, 3], actions int64 [11]) pairs, e.g. from load_windows.
     tokenizer: encode(frames [B, T, H, W, 3]) -> ids [B, T, h, w]; decode(ids, caches) -> frames; decoder_caches().
-    modes: "one-go" and/or "autoregressive". inception: a fid.FIDInceptionV3, or None for no FID.
+    modes: "one-go" and/or "autoregressive". inception: a metrics.FIDInceptionV3, or None for no FID.
     Returns (metrics, a JSON-ready dict; sample, the first window's clips, tokens and actions).
     """
     device = torch.device(device)
@@ -181,9 +182,48 @@ def results_table(metrics):
     return "\n".join(lines + ([f"\nFID unavailable: {reason}"] if reason else []))
 
 
+def to_uint8(frames):
+    """float numpy frames in [0, 1] -> uint8."""
+    return np.round(np.clip(frames, 0, 1) * 255).astype(np.uint8)
+
+
+def save_gif(path, frames, fps=4, scale=4):
+    """frames: list of uint8 [H, W, 3] -> an animated GIF, upscaled `scale` times with nearest pixels."""
+    from PIL import Image  # Pillow comes with matplotlib
+    images = [Image.fromarray(f.repeat(scale, 0).repeat(scale, 1)) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0)
+
+
+def save_grid(rows, titles, path, colorbar=None):
+    """One picture of rows of frames: rows is {label: float [T, H, W, 3] in [0, 1]}; columns are time steps."""
+    framed = {k: np.pad(to_uint8(v), ((0, 0), (0, 2), (0, 2), (0, 0)), constant_values=255)
+              for k, v in rows.items()}  # white gaps; uint8 draws faster than floats
+    H, W = next(iter(framed.values())).shape[1:3]
+    grid = np.concatenate([np.concatenate(list(frames), 1) for frames in framed.values()], 0)  # [rows*H, T*W, 3]
+    fig = Figure(figsize=(grid.shape[1] / 70 + 2, grid.shape[0] / 70 + 0.5))
+    ax = fig.subplots()
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_xticks(np.arange(len(titles)) * W + W / 2, titles, fontsize=7)
+    ax.set_yticks(np.arange(len(rows)) * H + H / 2, list(rows), fontsize=7)
+    ax.tick_params(length=0, labeltop=True, labelbottom=False)
+    if colorbar:
+        fig.colorbar(ScalarMappable(cmap=colorbar[0]), ax=ax, label=colorbar[1], fraction=0.02)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+
+
+def plot_horizon(curves, path):
+    """PSNR against the predicted frame: curves is {label: PSNR (dB) of predicted frames 1, 2, ...}."""
+    fig = Figure(figsize=(5, 3.5), layout="tight")
+    ax = fig.subplots()
+    for label, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
+    ax.set(xlabel="predicted frame (horizon)", ylabel="PSNR (dB)", title="PSNR by horizon")
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100)
+
+
 def write_report(out, metrics, sample, uncertainty):
     """metrics.json, results.md, horizon.png, rollouts.png/.gif, tokens.png, uncertainty.png into `out`."""
-    from plots import colour_map, plot_horizon, save_grid  # here, not on top: it selects Agg, and --play needs a window
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -205,7 +245,7 @@ def write_report(out, metrics, sample, uncertainty):
     palette = np.random.default_rng(0).random((tokens.max() + 1, 3))  # paper Fig. 5: one fixed colour per code id
     token_map = palette[tokens].repeat(scale, 1).repeat(scale, 2)
     save_grid({"frames": truth, "token ids": token_map}, titles, out / "tokens.png")
-    heat = colour_map(uncertainty.numpy(), "magma").repeat(scale, 1).repeat(scale, 2)  # paper Fig. 6
+    heat = matplotlib.colormaps["magma"](uncertainty.numpy())[..., :3].repeat(scale, 1).repeat(scale, 2)  # paper Fig. 6
     save_grid({"frames": truth[1:], "uncertainty": heat}, titles[1:], out / "uncertainty.png",
               colorbar=("magma", "entropy / ln(codes)"))
 
@@ -215,7 +255,6 @@ def compare(run_dirs, out):
 
     run_dirs: evaluate.py output folders (their metrics.json); writes OUT/results.md and OUT/results.png.
     """
-    from plots import plot_comparison
     runs = {Path(d).name: json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs}
     lines = ["| model " + HEADER[0], HEADER[1]]
     bars = {}
@@ -237,6 +276,23 @@ def compare(run_dirs, out):
     floor = first["rows"]["copy-last-frame"]["psnr"]
     plot_comparison(bars, ("PSNR (dB)", f"delta_t PSNR (t={DELTA_T})"), floor, Path(out) / "results.png")
     print((Path(out) / "results.md").read_text())
+
+
+def plot_comparison(bars, titles, floor, path):
+    """Two bar charts side by side: bars is {label: (PSNR, delta_t PSNR)}, titles theirs; floor (the PSNR of
+    copying the last context frame) is a dashed line on the first."""
+    fig = Figure(figsize=(max(6, 1.4 * len(bars)), 3.5), layout="tight")
+    axes = fig.subplots(1, 2)
+    for ax, k, title in zip(axes, range(2), titles):
+        ax.bar(list(bars), [v[k] for v in bars.values()], color="tab:blue")
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelsize=7, labelrotation=30)
+        for label in ax.get_xticklabels():  # long run names must not overlap
+            label.set(ha="right", rotation_mode="anchor")
+    axes[0].axhline(floor, color="grey", ls="--", label=f"copy last frame {floor:.1f}")
+    axes[0].legend(fontsize=7)
+    axes[0].set_ylim(min(floor, *(v[0] for v in bars.values())) - 2, None)
+    fig.savefig(path, dpi=100)
 
 
 # ---------------------------------------------------------------------------
@@ -262,7 +318,6 @@ def latent_windows(lam, windows, batch_size, device):
 
 def write_agreement(out, agreement, action_names):
     """The LAM's codes against the true actions: a table appended to results.md and lam_agreement.png."""
-    from plots import plot_confusion
     confusion = np.array(agreement["confusion"])  # [codes, true actions]
     rows = [f"| {k} | {confusion[k].sum()} | {action_names[m] if m >= 0 else 'unused'} | "
             f"{confusion[k].max() / max(1, confusion[k].sum()):.2f} |" for k, m in enumerate(agreement["majority"])]
@@ -273,30 +328,33 @@ def write_agreement(out, agreement, action_names):
     plot_confusion(confusion, action_names, Path(out) / "lam_agreement.png")
 
 
+def plot_confusion(confusion, action_names, path):
+    """The LAM's codes against the true actions: counts [codes, true actions], each row shaded by its shares."""
+    fig = Figure(figsize=(1 + 0.6 * confusion.shape[1], 1 + 0.4 * confusion.shape[0]), layout="tight")
+    ax = fig.subplots()
+    ax.imshow(confusion / confusion.sum(1, keepdims=True).clip(1), cmap="Blues", vmin=0, vmax=1)
+    ax.set(xticks=range(confusion.shape[1]), yticks=range(confusion.shape[0]), xlabel="true action", ylabel="latent code")
+    ax.set_xticklabels(action_names[:confusion.shape[1]], fontsize=7)
+    for (k, a), n in np.ndenumerate(confusion):
+        ax.text(a, k, n, ha="center", va="center", fontsize=6)
+    fig.savefig(path, dpi=100)
+
+
 def load_models(dynamics_path, tokenizer_path, device):
     """(dynamics, tokenizer, lam or None) from train.py checkpoints; the tokenizer defaults to the one the dynamics
     recorded, and a GenieRedux model (trained on latent actions) comes with the LAM it recorded."""
-
-    def load(path, kind, flag):
-        try:
-            model, ckpt = load_checkpoint(path, device)  # raises UserError for a missing file
-        except (KeyError, TypeError, RuntimeError, EOFError) as e:
-            raise UserError(f"{flag} {path} is not a {kind} checkpoint of train.py ({type(e).__name__}: {e})") from None
-        if ckpt["model_type"] != kind:
-            raise UserError(f"{flag} {path} holds a {ckpt['model_type']} model, not a {kind} model")
-        return model, ckpt
-
-    dynamics, ckpt = load(dynamics_path, "dynamics", "--dynamics")
+    dynamics, ckpt = load_checkpoint(dynamics_path, "dynamics", "--dynamics", device)
     if tokenizer_path is None:
         tokenizer_path = ckpt.get("tokenizer")
         if not tokenizer_path or not Path(tokenizer_path).is_file():
-            raise UserError(f"the tokenizer {dynamics_path} was trained on ({tokenizer_path}) is not there: "
-                            f"pass --tokenizer PATH")
-    tokenizer = load(tokenizer_path, "tokenizer", "--tokenizer")[0]
+            raise CheckpointError(f"the tokenizer {dynamics_path} was trained on ({tokenizer_path}) is not there: "
+                                  f"pass --tokenizer PATH")
+    tokenizer = load_checkpoint(tokenizer_path, "tokenizer", "--tokenizer", device)[0]
     codes = tokenizer.codebook()  # the dynamics model keeps a copy of the codebook its tokens index
     if dynamics.codebook.shape != codes.shape or not torch.allclose(dynamics.codebook, codes, atol=1e-5):
-        raise UserError(f"--tokenizer {tokenizer_path} has other codes than the tokenizer {dynamics_path} was trained on")
-    lam = load(ckpt["lam"], "lam", "the LAM of --dynamics")[0] if ckpt.get("lam") else None
+        raise CheckpointError(f"--tokenizer {tokenizer_path} has other codes than the tokenizer {dynamics_path} "
+                              f"was trained on")
+    lam = load_checkpoint(ckpt["lam"], "lam", f"the LAM of --dynamics {dynamics_path}", device)[0] if ckpt.get("lam") else None
     return dynamics, tokenizer, lam
 
 
@@ -316,46 +374,29 @@ def parse_args(argv=None):
     p.add_argument("--inception-weights", help=f"FID Inception weights (default: torch hub dir/checkpoints/{WEIGHTS_NAME})")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default cuda if present)")
-    p.add_argument("--play", action="store_true", help="play the world model in a window: arrows, space = JUMP, r, q")
-    p.add_argument("--keys", help="play these keys headless (letters R L U D J, e.g. RRJLL) and save OUT/play.gif, play.png")
-    p.add_argument("--window", type=int, default=0, help="play from this test window's context frames (default 0)")
     p.add_argument("--compare", nargs="+", metavar="EVAL_DIR", help="tabulate several evaluation folders into OUT/results.md and OUT/results.png")
     args = p.parse_args(argv)
     if not args.compare and not (args.dynamics and args.data):
         p.error("--dynamics CKPT and --data DIR are required (or --compare EVAL_DIR ...)")
+    for flag in ("steps", "batch_size", "max_windows"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            p.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    check_writable(args.out)  # before any work
     if args.compare:
         return compare(args.compare, args.out)
     dynamics, tokenizer, lam = load_models(args.dynamics, args.tokenizer, args.device)
-    playing = args.play or args.keys
-    # play needs one start window, but a LAM's key mapping needs the agreement over many
-    windows = load_windows(args.data, args.window + 1 if playing and lam is None else args.max_windows,
-                           tokenizer.config.resolution)
-    action_names, agreement = load_episode(find_episodes(args.data)[0])["action_names"], None
+    folder = test_folder(args.data)
+    windows = load_windows(folder, args.max_windows, tokenizer.config.resolution)
+    action_names, agreement = load_episode(find_episodes(folder)[0])["action_names"], None
     if lam is not None:
         windows, agreement = latent_windows(lam, windows, args.batch_size, args.device)
-    if lam is None and max(int(a.max()) for _, a in windows) >= dynamics.config.num_actions:
-        raise UserError(f"episodes in {args.data} use action ids beyond the model's {dynamics.config.num_actions} actions")
-    if playing:
-        if args.window >= len(windows):
-            raise UserError(f"--window {args.window}: {args.data} has only {len(windows)} test windows")
-        frames, actions = windows[args.window]
-        # GenieRedux: a key's action becomes the latent code used most often for it (the majority mapping)
-        code_of = np.array(agreement["confusion"]).argmax(0).tolist() if agreement else None
-        player = Player(dynamics, tokenizer, frames[:CONTEXT], actions[:CONTEXT - 1],
-                        args.steps, args.temperature, device=args.device, seed=args.seed, action_map=code_of)
-        if args.keys is None:
-            return play_window(player)
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        from plots import save_grid
-        played = play_keys(player, args.keys)
-        save_gif(Path(args.out) / "play.gif", played)
-        save_grid({"played": np.stack(played) / 255}, ["start"] + list(args.keys), Path(args.out) / "play.png")
-        return print(f"wrote {Path(args.out) / 'play.gif'} and play.png ({len(args.keys) + 1} frames)")
+    elif max(int(a.max()) for _, a in windows) >= dynamics.config.num_actions:
+        raise EpisodeError(f"episodes in {folder} use action ids beyond the model's {dynamics.config.num_actions} actions")
     try:
         inception, fid_reason = load_inception(args.inception_weights, args.device), None
     except FIDUnavailable as e:
@@ -363,7 +404,7 @@ def main(argv=None):
     modes = ["one-go", "autoregressive"] if args.mode == "both" else [args.mode]
     metrics, sample = evaluate_windows(dynamics, tokenizer, windows, modes, args.steps,
                                        args.temperature, args.batch_size, args.seed, inception, args.device)
-    metrics.update(dynamics=str(args.dynamics), data=str(args.data), fid_unavailable=fid_reason, lam_agreement=agreement)
+    metrics.update(dynamics=str(args.dynamics), data=str(folder), fid_unavailable=fid_reason, lam_agreement=agreement)
     uncertainty = token_uncertainty(dynamics, sample["tokens"].to(args.device), sample["actions"].to(args.device))
     write_report(args.out, metrics, sample, uncertainty)
     if agreement:
@@ -374,5 +415,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (UserError, EpisodeError) as e:
+    except (CheckpointError, EpisodeError, OSError) as e:
         sys.exit(f"error: {e}")

@@ -14,19 +14,10 @@ Train (reads .npz episodes, writes runs/lam/ckpt.pt with {"model", "config": asd
 Ground-truth actions are never used for training; `action_agreement` compares the codes
 with them afterwards (evaluate.py), and `loss` logs that purity per batch.
 
-Against collapse to a single code (the known failure of published re-implementations):
-  - the VQ sees the change of the frame summary from t to t+1, so what the frame shows
-    cancels and transitions are sorted by what happened (tests/test_lam.py's moving square,
-    seeds 0-1: purity 0.99 and 0.77 after 300 steps, 1.0 from 400; an earlier design that
-    pooled frame t+1 alone reached 0.75 in 2 of 4 seeds within 1500 steps);
-  - the decoder gets the action at every block and predicts the change from frame t:
-    copying is free, so what only the action explains dominates its gradient;
-  - the quantiser restarts dead codes from current encoder outputs (without restarts
-    one code took every transition for good); per-code shares are logged every step.
-Known limit: when a small object moves less than a patch per step, codes can come to mean
-different moves at different sub-patch offsets (moving-square toy, 4 px steps: purity 0.35
-at patch 16 and 0.57-0.70 at patch 8, yet 0.96 within each offset, and 1.0 at patch 4).
-Check purity on real data (evaluate.py).
+Against collapse to a single code (the known failure of published re-implementations): the VQ
+sees the change of the frame summary from t to t+1, so what the frame shows cancels; the decoder
+gets the action at every block and predicts the change from frame t; the quantiser restarts dead
+codes. Per-code shares are logged every step; check the codes' purity on real data (evaluate.py).
 """
 from dataclasses import dataclass
 
@@ -102,9 +93,6 @@ class LAM(nn.Module):
         self.dec_norm = nn.LayerNorm(c.dim)
         self.to_pixels = nn.Linear(c.dim, patch_dim)
 
-    def num_params(self):
-        return sum(p.numel() for p in self.parameters())
-
     def _check(self, frames):
         r = self.config.resolution
         if frames.dim() != 5 or tuple(frames.shape[2:]) != (r, r, 3) or frames.shape[1] < 2:
@@ -164,9 +152,8 @@ class LAM(nn.Module):
         copy_mse = F.mse_loss(frames[:, :-1], target)  # the floor: predict "nothing moved"
         loss = mse + vq_loss
         share = torch.bincount(ids.flatten(), minlength=self.config.num_actions).float() / ids.numel()
-        names = ["loss", "mse", "psnr", "copy_psnr", "vq_loss", "usage", "perplexity", "restarts"]
-        psnr = -10 * torch.log10(torch.stack([mse, copy_mse]).clamp_min(1e-10))  # a static clip: 100 dB, not inf
-        values = [loss, mse, psnr[0], psnr[1], vq_loss, m["usage"], m["perplexity"], m["restarts"]]
+        names = ["loss", "mse", "copy_mse", "vq_loss", "usage", "perplexity", "restarts"]  # train.py adds PSNRs
+        values = [loss, mse, copy_mse, vq_loss, m["usage"], m["perplexity"], m["restarts"]]
         metrics = dict(zip(names, torch.stack([v.detach().float() for v in values]).tolist()))  # one host sync
         metrics.update({f"code_{k}": s for k, s in enumerate(share.tolist())})  # collapse shows here first
         if "actions" in batch:  # ground truth is only looked at, never trained on

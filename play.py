@@ -1,19 +1,21 @@
 """Play a world model: arrow keys and space drive it one generated frame at a time.
 
-The window starts from a frame of the dataset; each key press appends the action, runs the dynamics
-model's MaskGIT sampler for one new frame and shows it decoded. `r` restarts, `q` quits. Without a
-display, `--keys` plays a scripted sequence and saves a GIF. evaluate.py is the entry point:
+The window starts from the context frames of a test window of the dataset; each key press appends the
+action, runs the dynamics model's MaskGIT sampler for one new frame and shows it decoded. `r` restarts,
+`q` quits. Without a display, `--keys` plays a scripted sequence and saves OUT/play.gif and play.png:
 
-    python evaluate.py --play --dynamics runs/dynamics/ckpt.pt --data data/airstriker
-    python evaluate.py --play --keys RRRJLL --dynamics runs/dynamics/ckpt.pt --data data/airstriker --out runs/play
+    python play.py --dynamics runs/dynamics/ckpt.pt --data data/airstriker    # arrows, space = JUMP, r, q
+    python play.py --keys RRRRLLLL --dynamics runs/dynamics/ckpt.pt --data data/airstriker --out runs/play
 
 How fast play is, with random weights of a preset (generated frames/s and where the time goes):
 
     python play.py --benchmark --preset tiny --memory 16 --steps 8
 """
 import argparse
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -21,25 +23,20 @@ import torch
 from tqdm import tqdm
 
 from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics
-from envs import UserError
+from episodes import EpisodeError, check_writable
+from evaluate import (ACTION_LETTERS, CONTEXT, latent_windows, load_models, load_windows, save_gif, save_grid,
+                      test_folder, to_uint8)
 from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer
+from train import CheckpointError
 
-# Play keys -> actions of the shared set RIGHT LEFT UP DOWN JUMP: the one place that maps
-# keys to actions. A model driven by latent actions (GenieRedux's LAM) maps these keys to its codes instead.
+# Play keys -> actions of the shared set RIGHT LEFT UP DOWN JUMP: the one place that maps keys to actions
+# (--keys letters are ACTION_LETTERS, in the same order). A model driven by latent actions (GenieRedux's
+# LAM) maps these keys to its codes instead.
 KEY_ACTIONS = {"right": 0, "left": 1, "up": 2, "down": 3, " ": 4}  # matplotlib key names; " " is space
-ACTION_LETTERS = "RLUDJ"  # the same actions as --keys letters, in action order
 
 
-def to_uint8(frames):
-    """float numpy frames in [0, 1] -> uint8."""
-    return np.round(np.clip(frames, 0, 1) * 255).astype(np.uint8)
-
-
-def save_gif(path, frames, fps=4, scale=4):
-    """frames: list of uint8 [H, W, 3] -> an animated GIF, upscaled `scale` times with nearest pixels."""
-    from PIL import Image  # Pillow comes with matplotlib
-    images = [Image.fromarray(f.repeat(scale, 0).repeat(scale, 1)) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0)
+class PlayError(ValueError):
+    """A play request that cannot be met (bad --keys, no display, no such window); one line with the fix."""
 
 
 class Player:
@@ -80,7 +77,7 @@ def play_keys(player, keys):
     """Scripted play: keys like "RRJLL" (R L U D J) -> frames uint8 [H, W, 3], the start frame first."""
     bad = set(keys) - set(ACTION_LETTERS)
     if bad:
-        raise UserError(f"--keys may use only the letters {ACTION_LETTERS}, got {''.join(sorted(bad))}")
+        raise PlayError(f"--keys may use only the letters {ACTION_LETTERS}, got {''.join(sorted(bad))}")
     key_names = dict(zip(ACTION_LETTERS, KEY_ACTIONS))  # letter -> key -> action: the same mapping as the window
     return [player.reset()] + [player.step(KEY_ACTIONS[key_names[k]]) for k in tqdm(keys, desc="play", unit="frame")]
 
@@ -89,7 +86,7 @@ def play_window(player):
     """Interactive play in a matplotlib window: arrows and space act, r restarts, q quits."""
     import matplotlib.pyplot as plt
     if matplotlib.get_backend().lower() == "agg":
-        raise UserError("no display for the play window: use --keys RRJLL --out DIR to play headless and save a GIF")
+        raise PlayError("no display for the play window: use --keys RRJLL --out DIR to play headless and save a GIF")
     plt.rcParams.update({k: [] for k in plt.rcParams if k.startswith("keymap.")})  # ours alone: r is not "home"
     fig, ax = plt.subplots(figsize=(5, 5.4))
     ax.set_axis_off()
@@ -158,21 +155,66 @@ def benchmark(args):
               f"{1000 * sample:.1f} ms MaskGIT + {1000 * decode:.1f} ms decoding")
 
 
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--benchmark", action="store_true", help="print generated frames/s of --preset with random weights")
-    p.add_argument("--preset", choices=list(TOKENIZER_PRESETS), default="tiny", help="model sizes (default tiny)")
-    p.add_argument("--memory", type=int, default=16, help="frames the model looks back on, the clip length (default 16)")
+    p.add_argument("--dynamics", help="dynamics checkpoint written by train.py (required but for --benchmark)")
+    p.add_argument("--data", help="episodes to start from: DIR/test, else DIR/val, else every .npz under DIR")
+    p.add_argument("--tokenizer", help="tokenizer checkpoint (default: the one the dynamics checkpoint records)")
+    p.add_argument("--keys", help="play these keys headless (letters R L U D J, e.g. RRJLL) and save OUT/play.gif, play.png")
+    p.add_argument("--window", type=int, default=0, help="start from this test window's context frames (default 0)")
+    p.add_argument("--out", default="runs/play", help="--keys: folder for play.gif and play.png (default runs/play)")
     p.add_argument("--steps", type=int, default=8, help="MaskGIT steps per generated frame (default 8)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0 = argmax (default 1.0)")
-    p.add_argument("--frames", type=int, default=32, help="frames timed with a full memory (default 32)")
+    p.add_argument("--memory", type=int, default=16, help="frames the model looks back on, the clip length (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
+    p.add_argument("--benchmark", action="store_true", help="print generated frames/s of --preset with random weights")
+    p.add_argument("--preset", choices=list(TOKENIZER_PRESETS), default="tiny", help="--benchmark: model sizes (default tiny)")
+    p.add_argument("--frames", type=int, default=32, help="--benchmark: frames timed with a full memory (default 32)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default cuda if present)")
     args = p.parse_args(argv)
-    if not args.benchmark:
-        p.error("play the model with evaluate.py --play; this command takes --benchmark")
+    if not args.benchmark and not (args.dynamics and args.data):
+        p.error("--dynamics CKPT and --data DIR are required (or --benchmark)")
+    for flag in ("steps", "memory", "frames"):
+        if getattr(args, flag) <= 0:
+            p.error(f"--{flag} must be positive, got {getattr(args, flag)}")
     return args
 
 
+def main(argv=None):
+    args = parse_args(argv)
+    if args.benchmark:
+        return benchmark(args)
+    if args.keys is not None:
+        check_writable(args.out)  # before any work
+    dynamics, tokenizer, lam = load_models(args.dynamics, args.tokenizer, args.device)
+    folder = test_folder(args.data)
+    # play needs one start window, but a LAM's key mapping needs the agreement of its codes over many
+    windows = load_windows(folder, args.window + 1 if lam is None else None, tokenizer.config.resolution)
+    if args.window >= len(windows):
+        raise PlayError(f"--window {args.window}: {folder} has only {len(windows)} test windows")
+    code_of = None
+    if lam is not None:  # GenieRedux: a key's action becomes the latent code used most often for it
+        windows, agreement = latent_windows(lam, windows, 8, args.device)
+        code_of = np.array(agreement["confusion"]).argmax(0).tolist()
+    frames, actions = windows[args.window]
+    player = Player(dynamics, tokenizer, frames[:CONTEXT], actions[:CONTEXT - 1], args.steps, args.temperature,
+                    args.memory, args.device, args.seed, code_of)
+    if args.keys is None:
+        return play_window(player)
+    played = play_keys(player, args.keys)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    save_gif(Path(args.out) / "play.gif", played)
+    save_grid({"played": np.stack(played) / 255}, ["start"] + list(args.keys), Path(args.out) / "play.png")
+    print(f"wrote {Path(args.out) / 'play.gif'} and play.png ({len(args.keys) + 1} frames)")
+
+
 if __name__ == "__main__":
-    benchmark(parse_args())
+    try:
+        main()
+    except (PlayError, CheckpointError, EpisodeError, OSError) as e:
+        sys.exit(f"error: {e}")

@@ -280,9 +280,6 @@ class Tokenizer(nn.Module):
         self.decoder = STTransformer(c.dim, c.dec_depth, c.heads, self.grid, c.mlp_ratio)
         self.to_pixels = nn.Linear(c.dim, c.patch * c.patch * 3)
 
-    def num_params(self):
-        return sum(p.numel() for p in self.parameters())
-
     def codebook(self):
         """Unit-length code vectors [num_codes, code_dim]."""
         return self.vq.codebook()
@@ -342,6 +339,6 @@ class Tokenizer(nn.Module):
         recon, _, vq_loss, m = self(frames)
         mse = F.mse_loss(recon.float(), frames)
         loss = mse + vq_loss
-        names = ["loss", "mse", "psnr", "vq_loss", "usage", "perplexity", "restarts"]
-        values = [loss, mse, -10 * torch.log10(mse), vq_loss, m["usage"], m["perplexity"], m["restarts"]]
+        names = ["loss", "mse", "vq_loss", "usage", "perplexity", "restarts"]  # train.py adds PSNR from the MSE
+        values = [loss, mse, vq_loss, m["usage"], m["perplexity"], m["restarts"]]
         return loss, dict(zip(names, torch.stack(values).tolist()))  # one host sync for all metrics

@@ -17,6 +17,7 @@ config, model_type, preset, step, args, tokenizer}), metrics.jsonl, curves.png, 
 model's frames) and, for dynamics, tokens_<split>.npy: the frozen tokenizer's ids of every clip, computed once.
 """
 import argparse
+import io
 import json
 import math
 import os
@@ -30,22 +31,94 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from matplotlib.figure import Figure
+from matplotlib.image import imsave
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, default_collate
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from benchmark import benchmark
-from checkpoint import MODELS, check_compatible, load_checkpoint, read_checkpoint
-from collect import EpisodeError
 from data import Batches, Clips, barrier, clip_order, tokenize_clips
-from envs import UserError
-from metrics import mean_psnr
-from plots import plot_training_curves, save_samples
-from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer
+from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics, DynamicsConfig
+from episodes import EpisodeError, check_writable, write_atomic
+from lam import LAM, PRESETS as LAM_PRESETS, LAMConfig
+from metrics import mse_to_psnr, psnr
+from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer, TokenizerConfig
+
+MODELS = {"tokenizer": (Tokenizer, TokenizerConfig, TOKENIZER_PRESETS),  # model type -> class, config, presets
+          "dynamics": (Dynamics, DynamicsConfig, DYNAMICS_PRESETS), "lam": (LAM, LAMConfig, LAM_PRESETS)}
+
+
+class TrainingError(Exception):
+    """A run that cannot start or go on (missing flag, diverged loss); main() prints its one line."""
 
 
 # ---------------------------------------------------------------------------
-# The training step and its schedule (checkpoint.py reads and checks checkpoints)
+# Checkpoints: {model, optimizer, config, model_type, preset, step, args, tokenizer, lam}
+# ---------------------------------------------------------------------------
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, or of another model or configuration; one line with the fix."""
+
+
+def save_checkpoint(path, ckpt):
+    """Serialise in memory, then write atomically: a kill or a full disk never leaves half a checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    write_atomic(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def read_checkpoint(path, flag, device="cpu"):
+    """The checkpoint dict at `path` (given as `flag`), or a CheckpointError saying what is wrong with the file."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{flag} {path} not found: train.py writes OUT/ckpt.pt, agent.py OUT/agent.pt")
+    try:
+        ckpt = torch.load(path, map_location=device)
+    except Exception as e:  # truncated zip, not a torch file, pickle errors
+        raise CheckpointError(f"{flag} {path} is not a readable checkpoint ({type(e).__name__}): the file is "
+                              f"truncated or corrupt; write it again") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{flag} {path} is not a checkpoint of this project (no model and config in it)")
+    return ckpt
+
+
+def load_checkpoint(path, kind, flag, device="cpu"):
+    """Rebuild a `kind` model (tokenizer, lam, dynamics) from its checkpoint, no other flags needed.
+
+    Returns (model in eval mode, checkpoint dict); a dynamics codebook comes back with the weights.
+    """
+    ckpt = read_checkpoint(path, flag, device)
+    if ckpt.get("model_type") != kind:
+        raise CheckpointError(f"{flag} {path} holds a {ckpt.get('model_type', 'agent')} model, not a {kind} model")
+    Model, Config, _ = MODELS[kind]
+    try:
+        model = Model(Config(**ckpt["config"])).to(device)
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, RuntimeError) as e:  # a config or weights written by another version of the code
+        raise CheckpointError(f"{flag} {path} does not fit this code's {kind} ({type(e).__name__}); "
+                              f"train it again") from None
+    return model.eval(), ckpt
+
+
+def load_world_model(path, device):
+    """A dynamics checkpoint -> (tokenizer, dynamics), frozen, on `device`: agent.py's world model."""
+    dynamics, ckpt = load_checkpoint(path, "dynamics", "--dynamics", device)
+    tokenizer, _ = load_checkpoint(ckpt["tokenizer"], "tokenizer", f"the tokenizer of --dynamics {path}", device)
+    return tokenizer.requires_grad_(False), dynamics.requires_grad_(False)
+
+
+def check_compatible(ckpt, path, flag, args, config):
+    """--resume and --init need a checkpoint of the same model type and configuration."""
+    diff = [k for k, v in asdict(config).items() if ckpt["config"].get(k) != v]
+    if ckpt.get("model_type") != args.model or diff:
+        raise CheckpointError(f"{flag} {path} holds a {ckpt.get('model_type')} --preset {ckpt.get('preset')} model"
+                              + (f" (other {', '.join(diff)})" if ckpt.get("model_type") == args.model else "")
+                              + f", but this run builds {args.model} --preset {args.preset}: pass the --model, --preset "
+                              + ("and flags of that run, or a new --out" if flag == "--resume" else "and flags of the run that wrote it"))
+
+
+# ---------------------------------------------------------------------------
+# The training step and its schedule
 # ---------------------------------------------------------------------------
 
 class LossOf(torch.nn.Module):
@@ -69,8 +142,16 @@ def learning_rate(step, args):
 
 
 # ---------------------------------------------------------------------------
-# Evaluation (pictures: plots.py; --benchmark: benchmark.py)
+# Evaluation during training: validation loss, the samples picture and the curves
 # ---------------------------------------------------------------------------
+
+def with_psnr(metrics):
+    """The models log MSEs; their PSNRs (metrics.mse_to_psnr, capped as in evaluate.py's tables) join them here."""
+    for key in ("mse", "copy_mse"):
+        if key in metrics:
+            metrics[key.replace("mse", "psnr")] = mse_to_psnr(torch.tensor(metrics[key])).item()
+    return metrics
+
 
 @torch.no_grad()
 def evaluate(model, val, args, device, ctx):
@@ -84,7 +165,7 @@ def evaluate(model, val, args, device, ctx):
             _, metrics = model.loss({k: v.to(device) for k, v in batch.items()})
         totals = {k: totals.get(k, 0.0) + v / n for k, v in metrics.items()}
     model.train()
-    return totals
+    return with_psnr(totals)
 
 
 @torch.no_grad()
@@ -98,6 +179,80 @@ def predict(model, kind, show, frozen):
         return torch.cat([frames[:, :1], model(frames)[0]], 1)
     tokens = show["tokens"]  # [n, T, h, w]
     return frozen.decode(model.generate(tokens[:, :2], show["actions"], tokens.shape[1] - 2))
+
+
+def save_samples(real, pred, path):
+    """Per clip a row of real frames above a row of the model's frames; columns are time."""
+    rows = torch.stack([real, pred], 1).flatten(0, 1).float()  # [2n, T, H, W, 3]
+    n, T, H, W, C = rows.shape
+    imsave(path, rows.permute(0, 2, 1, 3, 4).reshape(n * H, T * W, C).clamp(0, 1).cpu().numpy())
+
+
+def plot_training_curves(history, path):
+    """Loss and the quality figures (PSNR, masked-token accuracy) against step, train and val."""
+    keys = [k for k in ("loss", "psnr", "acc") if any(k in r for r in history)]
+    fig = Figure(figsize=(5 * len(keys), 3.5), layout="tight")
+    for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
+        for split in ("train", "val"):
+            points = [(r["step"], r[key]) for r in history if r["split"] == split and key in r]
+            if points:
+                ax.plot(*zip(*points), label=split, marker="o" if split == "val" else None)
+        ax.set(xlabel="step", title=key + (" (dB)" if key == "psnr" else ""), yscale="log" if key == "loss" else "linear")
+        ax.legend()
+    fig.savefig(path)
+
+
+# ---------------------------------------------------------------------------
+# --benchmark: the speed of a training step
+# ---------------------------------------------------------------------------
+
+def benchmark(model, step_model, optimizer, train, args, device, ctx, grid):
+    """Print parameters, ms/step, frames/s, tokens/s, peak memory and MFU of a training step, and loader clips/s.
+
+    The model, optimiser and (compiled, DDP) step are exactly the training ones. MFU = FLOPs per step /
+    seconds per step / --peak-flops. FLOPs are counted by torch's FlopCounterMode on one eager forward and
+    backward: 2 per multiply-add of every matmul, convolution and attention product (the backward counted
+    too, about twice the forward); elementwise work (norms, softmax, GELU, the optimiser) is not counted,
+    as in the usual MFU definition.
+    """
+    B, T, c = args.batch_size, args.seq_len, model.config
+    batch = {"tokens": torch.randint(0, c.num_codes, (B, T, *c.grid))} if args.model == "dynamics" \
+        else {"frames": torch.randint(0, 256, (B, T, c.resolution, c.resolution, 3), dtype=torch.uint8)}
+    batch = {k: v.to(device) for k, v in {**batch, "actions": torch.zeros(B, T - 1, dtype=torch.long)}.items()}
+    with FlopCounterMode(display=False) as flops, ctx:  # eager: a compiled model hides its FLOPs
+        model.loss(batch)[0].backward()
+    optimizer.zero_grad(set_to_none=True)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for i in range(13):  # 3 warm-up (and compilation) steps, 10 timed
+        if i == 3:
+            sync()
+            start = time.perf_counter()
+        with ctx:
+            loss, _ = step_model(batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    sync()
+    seconds = (time.perf_counter() - start) / 10
+    print(f"{args.model} --preset {args.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+          f"batch {B} x {T} frames: {1000 * seconds:.1f} ms/step | {B * T / seconds:.0f} frames/s | "
+          f"{B * T * math.prod(grid) / seconds:.0f} tokens/s")
+    if device.type == "cuda":
+        print(f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB | MFU "
+              f"{flops.get_total_flops() / seconds / args.peak_flops:.1%} of {args.peak_flops:.3g} FLOP/s (bf16)")
+    else:
+        import resource
+        print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process RSS) | "
+              f"{flops.get_total_flops() / seconds / 1e9:.1f} GFLOP/s (MFU on CUDA only)")
+    if train is not None:  # reading and decoding episode files, the loader's real work
+        loader = iter(DataLoader(train, batch_sampler=Batches(train, B, args.seed), num_workers=args.workers))
+        next(loader)  # worker start-up is not loading
+        start = time.perf_counter()
+        for _ in range(20):
+            next(loader)
+        note = " (dynamics trains on cached tokens)" if args.model == "dynamics" else ""
+        print(f"loader: {20 * B / (time.perf_counter() - start):.0f} clips/s from .npz files with --workers "
+              f"{args.workers}; the model trains on {B / seconds:.0f} clips/s{note}")
 
 
 # ---------------------------------------------------------------------------
@@ -143,8 +298,86 @@ def parse_args(argv=None):
     p.add_argument("--peak-flops", type=float, default=989e12,
                    help="peak dense bf16 FLOP/s of the GPU for MFU (default 989e12: an H100 or H200 SXM)")
     args = p.parse_args(argv)
-    args.lr = args.lr or (2e-3 if args.preset == "tiny" else 1e-4)  # tiny tokenizer, Airstriker, 300 steps: 25.0 dB at 1e-4
+    if args.lr is None:
+        args.lr = 2e-3 if args.preset == "tiny" else 1e-4  # tiny tokenizer, Airstriker, 300 steps: 25.0 dB at 1e-4
+    for flag in ("lr", "steps", "batch_size", "seq_len", "grad_accum", "eval_every", "log_every"):
+        if getattr(args, flag) <= 0:
+            p.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     return args
+
+
+def load_frozen(args, device):
+    """The frozen models a dynamics run learns on: (tokenizer, its checkpoint, LAM or None); (None, None, None) else.
+
+    A dynamics model learns the ids of a frozen tokenizer (its codebook feeds token input and TDCE); with
+    --actions latent (GenieRedux) it is conditioned on a frozen LAM's codes (stop-gradient, as Genie).
+    """
+    if args.model != "dynamics":
+        return None, None, None
+    if args.tokenizer:
+        frozen, tokenizer_ckpt = load_checkpoint(args.tokenizer, "tokenizer", "--tokenizer", device)
+    elif args.benchmark:
+        frozen, tokenizer_ckpt = Tokenizer(TOKENIZER_PRESETS[args.preset]).to(device).eval(), None  # untrained stand-in
+    else:
+        raise TrainingError("--model dynamics needs --tokenizer CKPT: the frozen tokenizer whose ids it learns "
+                            "(train one with --model tokenizer)")
+    lam = None
+    if args.actions == "latent":
+        if not args.lam:
+            raise TrainingError("--actions latent needs --lam CKPT: a LAM trained with --model lam")
+        lam = load_checkpoint(args.lam, "lam", "--lam", device)[0].requires_grad_(False)
+    return frozen.requires_grad_(False), tokenizer_ckpt, lam
+
+
+def build_model(args, frozen, lam, train, val, device):
+    """The model of --model and --preset; a dynamics model takes its sizes from the tokenizer and the data's actions."""
+    Model, _, presets = MODELS[args.model]
+    config = presets[args.preset]
+    if args.model == "lam":
+        return Model(replace(config, num_actions=args.num_actions)).to(device)
+    if args.model == "tokenizer":
+        return Model(config).to(device)
+    paths, names = (train.paths + val.paths, train.action_names + val.action_names) if train and not lam else ([], [])
+    for path, other in zip(paths, names):
+        if other != names[0]:
+            raise TrainingError(f"{path} has actions {other} but {paths[0]} has {names[0]}: "
+                                f"a dynamics model needs one action set; train on episodes that share it")
+    config = replace(config, num_codes=frozen.config.num_codes, code_dim=frozen.config.code_dim, grid=frozen.grid,
+                     num_actions=lam.config.num_actions if lam else len(names[0]) if names else config.num_actions,
+                     token_input=not args.no_token_input,
+                     tdce=not args.no_tdce, tdce_lambda=args.tdce_lambda)  # the paper's Tab. 4 ablation switches
+    return Model(config, codebook=frozen.codebook()).to(device)
+
+
+def restore(args, model, ckpt_path, device):
+    """--resume: the run's checkpoint (weights loaded; its optimizer state is for later); --init: its weights only."""
+    if args.resume:
+        ckpt = read_checkpoint(ckpt_path, "--resume", device)
+        check_compatible(ckpt, ckpt_path, "--resume", args, model.config)
+        model.load_state_dict(ckpt["model"])
+        return ckpt
+    if ckpt_path.exists() and not args.benchmark:
+        raise TrainingError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
+    if args.init:
+        init = read_checkpoint(args.init, "--init", device)
+        check_compatible(init, args.init, "--init", args, model.config)
+        model.load_state_dict(init["model"])
+    return None
+
+
+def make_optimizer(model, args, device):
+    """AdamW, betas (0.9, 0.99), weight decay on matrices only (not on biases, norms and gains).
+    --decoder-only (paper sec. 4: after exploration only the tokenizer's decoder is fine-tuned) freezes the rest."""
+    if args.decoder_only:
+        if args.model != "tokenizer":
+            raise TrainingError("--decoder-only fine-tunes a tokenizer's decoder: use it with --model tokenizer")
+        model.requires_grad_(False)
+        for p in model.decoder_parameters():
+            p.requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": args.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99), fused=device.type == "cuda"), params
 
 
 def main(argv=None):
@@ -159,82 +392,25 @@ def main(argv=None):
             torch.cuda.set_device(args.device)
     rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
     master, device = rank == 0, torch.device(args.device)
+    if master and not args.benchmark:
+        check_writable(out)  # before any work
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     ctx = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
 
-    # a dynamics model learns the ids of a frozen tokenizer; its codebook feeds token input and TDCE
-    frozen = tokenizer_ckpt = None
-    if args.model == "dynamics" and args.tokenizer:
-        frozen, tokenizer_ckpt = load_checkpoint(args.tokenizer, device)
-        if tokenizer_ckpt["model_type"] != "tokenizer":
-            raise UserError(f"--tokenizer {args.tokenizer} holds a {tokenizer_ckpt['model_type']}, not a tokenizer")
-        frozen.requires_grad_(False)
-    elif args.model == "dynamics" and args.benchmark:
-        frozen = Tokenizer(TOKENIZER_PRESETS[args.preset]).to(device).eval()  # untrained stand-in of the same size
-    elif args.model == "dynamics":
-        raise UserError("--model dynamics needs --tokenizer CKPT: the frozen tokenizer whose ids it learns "
-                        "(train one with --model tokenizer)")
-    lam = None  # GenieRedux: the dynamics model is conditioned on a frozen LAM's codes (stop-gradient, as Genie)
-    if args.model == "dynamics" and args.actions == "latent":
-        if not args.lam:
-            raise UserError("--actions latent needs --lam CKPT: a LAM trained with --model lam")
-        lam, lam_ckpt = load_checkpoint(args.lam, device)
-        if lam_ckpt["model_type"] != "lam":
-            raise UserError(f"--lam {args.lam} holds a {lam_ckpt['model_type']}, not a LAM")
-        lam.requires_grad_(False)
-
-    Model, _, presets = MODELS[args.model]
+    frozen, tokenizer_ckpt, lam = load_frozen(args, device)
     train = val = None
     if args.data:
         train = Clips(args.data, "train", args.seq_len, args.stride, args.workers)
         has_val = (Path(args.data) / "val").is_dir()  # otherwise validate on the training clips
         val = Clips(args.data, "val", args.seq_len, args.stride, args.workers) if has_val else train
-        train.resolution = val.resolution = (frozen.config if frozen else presets[args.preset]).resolution
+        train.resolution = val.resolution = (frozen.config if frozen else MODELS[args.model][2][args.preset]).resolution
     elif not args.benchmark:
-        raise UserError("--data DIR is needed: a folder of .npz episodes (python collect.py --out DIR writes one)")
-
-    # the model; a dynamics model takes its sizes from the tokenizer and the data's action set
-    config = presets[args.preset]
-    if args.model == "lam":
-        config = replace(config, num_actions=args.num_actions)
-    if args.model == "dynamics":
-        paths, names = (train.paths + val.paths, train.action_names + val.action_names) if train and not lam else ([], [])
-        for path, other in zip(paths, names):
-            if other != names[0]:
-                raise UserError(f"{path} has actions {other} but {paths[0]} has {names[0]}: "
-                                f"a dynamics model needs one action set; train on episodes that share it")
-        config = replace(config, num_codes=frozen.config.num_codes, code_dim=frozen.config.code_dim, grid=frozen.grid,
-                         num_actions=lam.config.num_actions if lam else len(names[0]) if names else config.num_actions,
-                         token_input=not args.no_token_input,
-                         tdce=not args.no_tdce, tdce_lambda=args.tdce_lambda)  # the paper's Tab. 4 ablation switches
-        model = Model(config, codebook=frozen.codebook()).to(device)
-    else:
-        model = Model(config).to(device)
-    start, ckpt = 0, None
-    if args.resume:
-        ckpt = read_checkpoint(ckpt_path, device)
-        check_compatible(ckpt, ckpt_path, "--resume", args, config)
-        model.load_state_dict(ckpt["model"])
-        start = ckpt["step"]
-    elif ckpt_path.exists() and not args.benchmark:
-        raise UserError(f"{ckpt_path} exists: pass --resume to continue that run, or choose another --out")
-    elif args.init:
-        init = read_checkpoint(args.init, device)
-        check_compatible(init, args.init, "--init", args, config)
-        model.load_state_dict(init["model"])
-    if args.decoder_only:  # paper sec. 4: after exploration only the tokenizer's decoder is fine-tuned
-        if args.model != "tokenizer":
-            raise UserError("--decoder-only fine-tunes a tokenizer's decoder: use it with --model tokenizer")
-        model.requires_grad_(False)
-        for p in model.decoder_parameters():
-            p.requires_grad_(True)
-
-    # AdamW, betas (0.9, 0.99), weight decay on matrices only (not on biases, norms and gains)
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": args.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99), fused=device.type == "cuda")
+        raise TrainingError("--data DIR is needed: a folder of .npz episodes (python collect.py --out DIR writes one)")
+    model = build_model(args, frozen, lam, train, val, device)
+    ckpt = restore(args, model, ckpt_path, device)
+    start = ckpt["step"] if ckpt else 0
+    optimizer, params = make_optimizer(model, args, device)
     if ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])
     step_model = LossOf(model)
@@ -252,13 +428,13 @@ def main(argv=None):
         out.mkdir(parents=True, exist_ok=True)
     barrier()
     show = default_collate([val[int(i)] for i in clip_order(val.clips[:, 0], args.seed, 0)[:4]])  # the picture's clips
-    if args.model == "dynamics":
+    if args.model == "dynamics":  # each clip's token ids (and latent actions) computed once, cached in OUT
         for split, clips in [("train", train)] + ([("val", val)] if val is not train else []):
             meta = {"tokenizer": [str(Path(args.tokenizer).resolve()), tokenizer_ckpt["step"]], "seq_len": args.seq_len,
                     "lam": str(Path(args.lam).resolve()) if lam else None,
                     "episodes": [str(p) for p in clips.paths], "clips": zlib.crc32(clips.clips.tobytes())}
-            tokenize_clips(frozen, lam, clips, out / f"tokens_{split}.npy", meta, args.batch_size, args.workers,
-                           rank, world, device, ctx)
+            tokenize_clips(frozen, lam, clips, out / f"tokens_{split}.npy", meta, batch_size=args.batch_size,
+                           workers=args.workers, rank=rank, world=world, device=device, ctx=ctx)
         with ctx:
             show["tokens"] = frozen.encode(show["frames"].to(device))
             if lam:
@@ -283,20 +459,20 @@ def main(argv=None):
                 with ctx:
                     pred, real = predict(model, args.model, show, frozen).float(), show["frames"].float() / 255
                 if args.model == "dynamics":  # one-go PSNR of the predicted frames (not the 2 context frames)
-                    val_metrics["psnr"] = mean_psnr(pred[:, 2:], real[:, 2:])
+                    val_metrics["psnr"] = psnr(pred[:, 2:], real[:, 2:]).mean().item()
                 if not math.isfinite(val_metrics["loss"]):
-                    raise UserError(f"validation loss is {val_metrics['loss']} at step {step}: training diverged; "
-                                    f"{ckpt_path} keeps step {saved_step}; lower --lr (now {args.lr:g}) and --resume")
+                    raise TrainingError(f"validation loss is {val_metrics['loss']} at step {step}: training diverged; "
+                                        f"{ckpt_path} keeps step {saved_step}; lower --lr (now {args.lr:g}) and --resume")
                 history.append({"step": step, "split": "val", **val_metrics})
                 with open(log_path, "a") as f:
                     f.write(json.dumps(history[-1]) + "\n")
                 save_samples(real, pred, out / "samples.png")
                 plot_training_curves(history, out / "curves.png")
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(config),
-                            "model_type": args.model, "preset": args.preset, "step": step, "args": vars(args),
-                            "tokenizer": str(Path(args.tokenizer).resolve()) if frozen else None,
-                            "lam": str(Path(args.lam).resolve()) if lam else None}, f"{ckpt_path}.tmp")
-                os.replace(f"{ckpt_path}.tmp", ckpt_path)  # atomic: a kill mid-save never leaves a half checkpoint
+                save_checkpoint(ckpt_path, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(model.config),
+                    "model_type": args.model, "preset": args.preset, "step": step, "args": vars(args),
+                    "tokenizer": str(Path(args.tokenizer).resolve()) if frozen else None,
+                    "lam": str(Path(args.lam).resolve()) if lam else None})
                 saved_step, tick, tick_step = step, time.perf_counter(), step  # frames/s leaves out evaluation
             if step >= args.steps:
                 break
@@ -317,8 +493,8 @@ def main(argv=None):
                 with ctx:
                     loss, micro_metrics = step_model(batch)
                 if not math.isfinite(micro_metrics["loss"]):
-                    raise UserError(f"loss is {micro_metrics['loss']} at step {step}: training diverged; {ckpt_path} keeps "
-                                    f"step {saved_step}; lower --lr (now {args.lr:g}) and --resume")
+                    raise TrainingError(f"loss is {micro_metrics['loss']} at step {step}: training diverged; {ckpt_path} "
+                                        f"keeps step {saved_step}; lower --lr (now {args.lr:g}) and --resume")
                 (loss / args.grad_accum).backward()
                 metrics = {k: metrics.get(k, 0.0) + v / args.grad_accum for k, v in micro_metrics.items()}
             if args.grad_clip > 0:
@@ -330,7 +506,7 @@ def main(argv=None):
             if master and (step % args.log_every == 0 or step == args.steps - 1):
                 frames_per_s = frames_per_step * (step + 1 - tick_step) / (time.perf_counter() - tick)
                 tick, tick_step = time.perf_counter(), step + 1
-                history.append({"step": step, "split": "train", **metrics, "lr": lr, "frames_per_s": frames_per_s})
+                history.append({"step": step, "split": "train", **with_psnr(metrics), "lr": lr, "frames_per_s": frames_per_s})
                 with open(log_path, "a") as f:
                     f.write(json.dumps(history[-1]) + "\n")
                 shown = {"loss": metrics["loss"], "psnr": metrics.get("psnr"), "val_psnr": val_metrics.get("psnr"),
@@ -345,5 +521,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
-    except (UserError, EpisodeError) as e:
+    except (TrainingError, CheckpointError, EpisodeError, OSError) as e:
         sys.exit(f"error: {e}")

@@ -9,6 +9,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: trains, collects or runs scripts for more than a few seconds; "
+                                       "pytest -m 'not slow' leaves these out (about 2 minutes in all)")
+
+
 @pytest.fixture(scope="session")
 def airstriker_data(tmp_path_factory):
     """A few short Airstriker episodes, collected once per session: DIR/train (3 episodes) and DIR/val (1),

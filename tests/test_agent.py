@@ -14,7 +14,9 @@ import torch
 
 import agent
 import envs
-import collect
+from actor_critic import Policy
+from episodes import find_episodes, load_episode
+from train import read_checkpoint
 from conftest import ROOT
 
 C = 1024  # codebook size of the hand-made logits
@@ -123,7 +125,7 @@ def test_lstm_state_is_reset_at_episode_starts_and_carried_otherwise():
             out, _, state = model(frames[t:t + 1], state, starts[t:t + 1])
             stepwise.append(out[0])
         torch.testing.assert_close(torch.stack(stepwise), logits)
-    policy = agent.Policy(model, epsilon=0.0)  # collect.py's policy: its state carries until reset()
+    policy = Policy(model, epsilon=0.0)  # collect.py's policy: its state carries until reset()
     policy.act(frames[0, 0].numpy())
     assert policy.state[0].abs().sum() > 0 and policy.start.sum() == 0
     policy.reset(1)
@@ -187,6 +189,7 @@ class PressRight:
         pass
 
 
+@pytest.mark.slow
 def test_ppo_learns_to_press_right(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two CPU cores shared with the env workers: more threads only thrash
@@ -200,7 +203,7 @@ def test_ppo_learns_to_press_right(tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     rewards = [json.loads(line)["reward"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert len(rewards) == 30 and rewards[0] < 0.4 and np.mean(rewards[-3:]) > 0.85, rewards  # 0.2 = chance
-    model = agent.load_policy(tmp_path / "agent.pt").model
+    model = Policy.from_checkpoint(read_checkpoint(tmp_path / "agent.pt", "--agent"), "agent").model
     game = PressRight()
     frames = np.stack([game.reset(0)] + [game.step(0)[0] for _ in range(39)])  # an unseen episode
     starts = torch.zeros(40, 1)
@@ -241,6 +244,7 @@ def trained(tmp_path_factory):
     return folder, flags
 
 
+@pytest.mark.slow
 def test_training_on_airstriker_writes_checkpoint_log_curves_and_resumes(trained):
     folder, flags = trained
     run = folder / "run"
@@ -256,6 +260,7 @@ def test_training_on_airstriker_writes_checkpoint_log_curves_and_resumes(trained
     assert [json.loads(line)["update"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_exploration_report(trained):
     folder, _ = trained
     result = run_script("agent.py", "--report", "--agent", folder / "run" / "agent.pt", "--dynamics", folder / "dynamics.pt",
@@ -268,12 +273,13 @@ def test_exploration_report(trained):
     assert (folder / "report" / "report.png").stat().st_size > 0 and "agent" in result.stdout
 
 
+@pytest.mark.slow
 def test_collect_with_the_agent_policy(trained):
     folder, _ = trained
     out = folder / "explore"
     run_script("collect.py", "--policy", "agent", "--agent", folder / "run" / "agent.pt", "--episodes", 2,
                "--max-steps", 10, "--out", out)
-    episodes = [collect.load_episode(p) for p in collect.find_episodes(out)]
+    episodes = [load_episode(p) for p in find_episodes(out)]
     assert len(episodes) == 2
     for ep in episodes:
         assert ep["policy"] == "agent:run/agent.pt" and ep["frame_skip"] == 4
@@ -281,5 +287,5 @@ def test_collect_with_the_agent_policy(trained):
     again = folder / "again"  # an episode depends only on its seed, as with the random agent
     run_script("collect.py", "--policy", "agent", "--agent", folder / "run" / "agent.pt", "--episodes", 2,
                "--max-steps", 10, "--out", again)
-    for a, b in zip(collect.find_episodes(out), collect.find_episodes(again)):
-        np.testing.assert_array_equal(collect.load_episode(a)["actions"], collect.load_episode(b)["actions"])
+    for a, b in zip(find_episodes(out), find_episodes(again)):
+        np.testing.assert_array_equal(load_episode(a)["actions"], load_episode(b)["actions"])

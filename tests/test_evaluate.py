@@ -1,4 +1,4 @@
-"""evaluate.py and fid.py: metric closed forms, delta_t PSNR, reports, scripted play, the CLI end to end."""
+"""evaluate.py, metrics.py and play.py: metric closed forms, delta_t PSNR, reports, scripted play, the CLI end to end."""
 import json
 import math
 import os
@@ -14,10 +14,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 import evaluate
-import fid
 from conftest import ROOT
 from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics
-from envs import UserError
+from episodes import EpisodeError
+from metrics import (PSNR_CAP, WEIGHTS_NAME, FeatureStats, FIDInceptionV3, FIDUnavailable, frechet_distance,
+                     inception_features, load_inception, psnr, ssim)
+from play import PlayError, Player, play_keys
+from train import CheckpointError
 from toy import ACTION_NAMES, MOVES, decode_patches, encode_patches, toy_episode, write_toy_dataset
 
 
@@ -90,19 +93,19 @@ class ToyTokenizer:
 
 def test_psnr_cap_and_closed_form():
     x = torch.rand(2, 3, 64, 64, 3) * 0.5
-    assert evaluate.PSNR_CAP == pytest.approx(58.92, abs=0.01)  # documented cap for identical frames, not inf
-    assert torch.allclose(evaluate.psnr(x, x), torch.full((2, 3), evaluate.PSNR_CAP))
-    assert torch.allclose(evaluate.psnr(x, x + 0.1), torch.full((2, 3), 20.0), atol=1e-4)  # -10 log10(0.01)
+    assert PSNR_CAP == pytest.approx(58.92, abs=0.01)  # documented cap for identical frames, not inf
+    assert torch.allclose(psnr(x, x), torch.full((2, 3), PSNR_CAP))
+    assert torch.allclose(psnr(x, x + 0.1), torch.full((2, 3), 20.0), atol=1e-4)  # -10 log10(0.01)
 
 
 def test_ssim_identical_constant_and_noise():
     x = torch.rand(4, 64, 64, 3)
-    assert torch.allclose(evaluate.ssim(x, x), torch.ones(4), atol=1e-5)
+    assert torch.allclose(ssim(x, x), torch.ones(4), atol=1e-5)
     a, b = torch.full((1, 32, 32, 3), 0.2), torch.full((1, 32, 32, 3), 0.6)
     c1 = 0.01 ** 2
     expected = (2 * 0.2 * 0.6 + c1) / (0.2 ** 2 + 0.6 ** 2 + c1)  # no variance: only the luminance term is left
-    assert evaluate.ssim(a, b).item() == pytest.approx(expected, rel=1e-4)
-    scores = [evaluate.ssim(x, (x + s * torch.randn_like(x)).clamp(0, 1)).mean().item() for s in (0.02, 0.1, 0.3)]
+    assert ssim(a, b).item() == pytest.approx(expected, rel=1e-4)
+    scores = [ssim(x, (x + s * torch.randn_like(x)).clamp(0, 1)).mean().item() for s in (0.02, 0.1, 0.3)]
     assert 1 > scores[0] > scores[1] > scores[2]
 
 
@@ -110,12 +113,12 @@ def test_frechet_distance_closed_forms():
     rng = np.random.default_rng(0)
     A = rng.normal(size=(6, 6))
     sigma, mu = A @ A.T, rng.normal(size=6)
-    assert fid.frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0, abs=1e-8)
+    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0, abs=1e-8)
     d1, d2, mu2 = rng.random(6) + 0.1, rng.random(6) + 0.1, rng.normal(size=6)
     expected = np.sum((mu - mu2) ** 2) + np.sum(d1 + d2 - 2 * np.sqrt(d1 * d2))
-    assert fid.frechet_distance(mu, np.diag(d1), mu2, np.diag(d2)) == pytest.approx(expected, rel=1e-10)
+    assert frechet_distance(mu, np.diag(d1), mu2, np.diag(d2)) == pytest.approx(expected, rel=1e-10)
     features = rng.normal(size=(50, 8)) + 3
-    stats = fid.FeatureStats()
+    stats = FeatureStats()
     stats.add(features[:20]), stats.add(features[20:])  # batch by batch = all at once
     mu, cov = stats.mean_cov()
     assert np.allclose(mu, features.mean(0)) and np.allclose(cov, np.cov(features, rowvar=False))
@@ -123,7 +126,7 @@ def test_frechet_distance_closed_forms():
 
 
 def test_fid_inception_matches_pytorch_fid_layout():
-    model = fid.FIDInceptionV3().eval()
+    model = FIDInceptionV3().eval()
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     for key, shape in {"Conv2d_1a_3x3.conv.weight": (32, 3, 3, 3), "Conv2d_4a_3x3.bn.running_var": (192,),
                        "Mixed_5b.branch5x5_2.conv.weight": (64, 48, 5, 5), "Mixed_5d.branch_pool.conv.weight": (64, 288, 1, 1),
@@ -140,23 +143,23 @@ def test_fid_inception_matches_pytorch_fid_layout():
 
 def test_inception_weights_file(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    with pytest.raises(fid.FIDUnavailable, match=fid.WEIGHTS_NAME):  # nothing in the hub cache
-        fid.load_inception()
-    with pytest.raises(fid.FIDUnavailable, match="no such file"):
-        fid.load_inception(tmp_path / "absent.pth")
-    model = fid.FIDInceptionV3().eval()
+    with pytest.raises(FIDUnavailable, match=WEIGHTS_NAME):  # nothing in the hub cache
+        load_inception()
+    with pytest.raises(FIDUnavailable, match="no such file"):
+        load_inception(tmp_path / "absent.pth")
+    model = FIDInceptionV3().eval()
     for name, buffer in model.named_buffers():
         if name.endswith("running_mean"):
             buffer.normal_(0, 0.1)  # statistics unlike a fresh network's: loading must carry them over
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}  # as the 2018 port
     state |= {"fc.weight": torch.zeros(1008, 2048), "fc.bias": torch.zeros(1008)}
-    torch.save(state, tmp_path / fid.WEIGHTS_NAME)
-    loaded = fid.load_inception(tmp_path / fid.WEIGHTS_NAME)
+    torch.save(state, tmp_path / WEIGHTS_NAME)
+    loaded = load_inception(tmp_path / WEIGHTS_NAME)
     frames = torch.rand(2, 64, 64, 3)
-    assert np.allclose(fid.inception_features(loaded, frames), model(frames).detach().numpy(), atol=1e-4)
+    assert np.allclose(inception_features(loaded, frames), model(frames).detach().numpy(), atol=1e-4)
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
-    with pytest.raises(fid.FIDUnavailable, match="not the FID Inception weights"):
-        fid.load_inception(tmp_path / "wrong.pth")
+    with pytest.raises(FIDUnavailable, match="not the FID Inception weights"):
+        load_inception(tmp_path / "wrong.pth")
 
 
 # --- the evaluation loop -------------------------------------------------------------------
@@ -171,10 +174,12 @@ def test_windows_and_data_folders(tmp_path):
         f, a = toy_episode(T, np.random.default_rng(1))
         np.savez_compressed(tmp_path / split / "ep.npz", frames=f, actions=a, rewards=np.zeros(T, np.float32),
                             action_names=np.array(ACTION_NAMES), env="toy", policy="random", frame_skip=1)
-    assert len(evaluate.load_windows(tmp_path)) == 2 and len(evaluate.load_windows(tmp_path, max_windows=1)) == 1
+    assert evaluate.test_folder(tmp_path) == tmp_path / "test"
+    assert len(evaluate.load_windows(tmp_path / "test")) == 2 and len(evaluate.load_windows(tmp_path / "test", 1)) == 1
     (tmp_path / "test" / "ep.npz").unlink()
-    with pytest.raises(UserError, match="long enough"):
-        evaluate.load_windows(tmp_path)
+    assert evaluate.test_folder(tmp_path) == tmp_path / "val"
+    with pytest.raises(EpisodeError, match="long enough"):
+        evaluate.load_windows(tmp_path / "val")
 
 
 class PooledPixels(torch.nn.Module):
@@ -195,15 +200,15 @@ def test_oracle_is_controllable_and_beats_the_floor():
     rows = metrics["rows"]
     assert metrics["windows"] == 4 and set(rows) == {"one-go", "autoregressive", "tokenizer", "copy-last-frame"}
     for mode in ("one-go", "autoregressive"):
-        assert rows[mode]["psnr"] == pytest.approx(evaluate.PSNR_CAP)  # exact predictions
+        assert rows[mode]["psnr"] == pytest.approx(PSNR_CAP)  # exact predictions
         assert rows[mode]["ssim"] == pytest.approx(1)
         assert rows[mode]["delta_psnr"] > 5  # random actions move the square elsewhere
         assert rows[mode]["fid"] == pytest.approx(0, abs=1e-6) and len(rows[mode]["psnr_by_horizon"]) == evaluate.HORIZON
     assert rows["copy-last-frame"]["fid"] > 1e-3  # a frozen square is a different distribution of frames
-    assert rows["tokenizer"]["psnr"] == pytest.approx(evaluate.PSNR_CAP)  # the toy patch code is lossless
+    assert rows["tokenizer"]["psnr"] == pytest.approx(PSNR_CAP)  # the toy patch code is lossless
     frames = np.stack([f for f, _ in windows]).astype(np.float64) / 255  # [4, 12, 64, 64, 3]
     mse = ((frames[:, 2:] - frames[:, 1:2]) ** 2).mean((2, 3, 4))  # every predicted frame vs the last context frame
-    floor = np.minimum(-10 * np.log10(np.maximum(mse, 1e-30)), evaluate.PSNR_CAP).mean()
+    floor = np.minimum(-10 * np.log10(np.maximum(mse, 1e-30)), PSNR_CAP).mean()
     assert rows["copy-last-frame"]["psnr"] == pytest.approx(floor, rel=1e-5) and floor < 40
     assert "delta_psnr" not in rows["copy-last-frame"]
     clips = sample["clips"]
@@ -237,7 +242,7 @@ def test_report_files(tmp_path):
                  "FID unavailable: FID Inception weights not found", "delta_t PSNR"):
         assert text in table
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["rows"]["one-go"]["psnr"] == pytest.approx(evaluate.PSNR_CAP)
+    assert saved["rows"]["one-go"]["psnr"] == pytest.approx(PSNR_CAP)
     for name in ("horizon.png", "rollouts.png", "tokens.png", "uncertainty.png"):
         pixels = np.asarray(Image.open(tmp_path / name).convert("RGB"), np.float32)
         assert pixels.shape[0] > 50 and pixels.std() > 10, name
@@ -274,15 +279,15 @@ def square_x(frame):
 
 def test_scripted_play_follows_the_keys(tmp_path):
     frames, actions = toy_episode(12, np.random.default_rng(3))
-    player = evaluate.Player(Oracle(), ToyTokenizer(), frames[:2], actions[:1])
-    played = evaluate.play_keys(player, "LRRR")
+    player = Player(Oracle(), ToyTokenizer(), frames[:2], actions[:1])
+    played = play_keys(player, "LRRR")
     assert len(played) == 5 and np.array_equal(played[0], frames[1])
     xs = [square_x(f) for f in played]
     assert np.diff(xs[1:]).tolist() == [4, 4, 4]  # R moves the square 4 px right
     evaluate.save_gif(tmp_path / "play.gif", played)
     assert gif_seconds(tmp_path / "play.gif") == 5 / 4
-    with pytest.raises(UserError, match="only the letters"):
-        evaluate.play_keys(player, "RX")
+    with pytest.raises(PlayError, match="only the letters"):
+        play_keys(player, "RX")
 
 
 # --- the command line, end to end on episodes no script here wrote ----------------------------
@@ -311,6 +316,7 @@ def checkpoints(tmp_path_factory):
             "orphan": folder / "orphan.pt", "other tokenizer": folder / "other_tokenizer.pt"}
 
 
+@pytest.mark.slow
 def test_cli_on_foreign_episodes(tmp_path, checkpoints):
     rng = np.random.default_rng(0)
     for i in range(2):  # written directly with numpy, 35 frames of noise at 48x48: resized to the tokenizer's 64x64
@@ -325,18 +331,19 @@ def test_cli_on_foreign_episodes(tmp_path, checkpoints):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["windows"] == 2 and set(metrics["rows"]) == {"one-go", "autoregressive", "tokenizer", "copy-last-frame"}
     assert all(math.isfinite(m["psnr"]) and m["fid"] is None for m in metrics["rows"].values())
-    assert fid.WEIGHTS_NAME in metrics["fid_unavailable"]
+    assert WEIGHTS_NAME in metrics["fid_unavailable"]
     for name in ("results.md", "horizon.png", "rollouts.png", "rollouts.gif", "tokens.png", "uncertainty.png"):
         assert (out / name).stat().st_size > 0, name
-    result = run_script("evaluate.py", "--play", "--keys", "RRJ", "--window", 1, "--dynamics", checkpoints["dynamics"],
+    result = run_script("play.py", "--keys", "RRJ", "--window", 1, "--dynamics", checkpoints["dynamics"],
                         "--data", tmp_path, "--out", out, "--steps", 2, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert gif_seconds(out / "play.gif") == 4 / 4 and (out / "play.png").stat().st_size > 0
-    result = run_script("evaluate.py", "--play", "--keys", "R", "--window", 10**6, "--dynamics", checkpoints["dynamics"],
+    result = run_script("play.py", "--keys", "R", "--window", 10**6, "--dynamics", checkpoints["dynamics"],
                         "--data", tmp_path, "--out", out, cwd=tmp_path)
     assert result.returncode != 0 and "--window 1000000" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_line(tmp_path, checkpoints):
     (tmp_path / "data").mkdir()
     frames, actions = toy_episode(30, np.random.default_rng(0))
@@ -349,8 +356,22 @@ def test_cli_errors_are_one_line(tmp_path, checkpoints):
                             "not a tokenizer model"),
                            (["--dynamics", checkpoints["dynamics"], "--tokenizer", checkpoints["other tokenizer"]],
                             "other codes")]:
-        with pytest.raises(UserError, match=message):
-            evaluate.main([*map(str, flags), *map(str, data)])
+        with pytest.raises(CheckpointError, match=message):
+            evaluate.main([*map(str, flags), *map(str, data), "--out", str(tmp_path / "eval")])
     result = run_script("evaluate.py", "--dynamics", checkpoints["dynamics"], *data, cwd=tmp_path)  # as a user sees it
     assert result.returncode == 1 and result.stderr.startswith(f"error: {tmp_path / 'data' / 'bad.npz'}: missing key")
     assert result.stderr.count("\n") == 1  # one line, no traceback
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(checkpoints["dynamics"].read_bytes()[:5000])  # as a copy cut short leaves it
+    for script, flags in (("evaluate.py", ["--dynamics", truncated, *data]),
+                          ("play.py", ["--dynamics", truncated, *data, "--keys", "R"]),
+                          ("evaluate.py", ["--dynamics", checkpoints["dynamics"], *data, "--out", "/proc/foo"]),
+                          ("play.py", ["--dynamics", checkpoints["dynamics"], *data, "--keys", "R", "--out", "/proc/foo"])):
+        result = run_script(script, *flags, cwd=tmp_path)
+        assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+        assert "truncated or corrupt" in result.stderr or "/proc/foo cannot be written" in result.stderr
+
+
+def test_play_help_works(tmp_path):
+    result = run_script("play.py", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and "--keys" in result.stdout and "--benchmark" in result.stdout

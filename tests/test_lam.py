@@ -1,12 +1,13 @@
 """LAM tests: causality of encoder and decoder, the agreement maths, checkpoints, learning actions (CPU, tiny)."""
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from lam import PRESETS, LAM, LAMConfig, action_agreement
+from lam import PRESETS, LAM, action_agreement
+from metrics import psnr
 from toy import toy_episode
 
 
@@ -28,7 +29,7 @@ def test_shapes_metrics_and_latent_ids():
     assert ids.shape == (2, 3) and ids.dtype == torch.int64 and vq_loss.ndim == 0
     loss, metrics = model.loss({"frames": frames, "actions": torch.randint(0, 5, (2, 3))})
     assert torch.isfinite(loss)
-    assert {"loss", "mse", "psnr", "copy_psnr", "usage", "perplexity", "restarts", "purity"} <= set(metrics)
+    assert {"loss", "mse", "copy_mse", "usage", "perplexity", "restarts", "purity"} <= set(metrics)
     shares = [metrics[f"code_{k}"] for k in range(7)]
     assert sum(shares) == pytest.approx(1.0) and "code_7" not in metrics
     latent = model.infer_actions(frames)
@@ -85,14 +86,6 @@ def test_infer_actions_never_changes_the_codebook():
     assert torch.equal(model.vq.codes, codes) and torch.equal(model.vq.usage, usage)
 
 
-def test_checkpoint_round_trip_gives_the_same_actions():
-    model = tiny()
-    restored = LAM(LAMConfig(**asdict(model.config))).eval()
-    restored.load_state_dict(model.state_dict())
-    frames = torch.rand(2, 4, 64, 64, 3)
-    assert torch.equal(model.infer_actions(frames), restored.infer_actions(frames))
-
-
 def test_action_agreement_hand_made():
     latent = torch.tensor([0, 0, 0, 1, 1, 2])
     true = torch.tensor([1, 1, 0, 2, 2, 2])
@@ -121,10 +114,7 @@ def toy_transitions(n, rng):
     return torch.from_numpy(np.stack([f for f, _ in clips])), torch.from_numpy(np.stack([a for _, a in clips]))
 
 
-def psnr(pred, target):
-    return (-10 * torch.log10((pred - target.float() / 255).square().mean())).item()
-
-
+@pytest.mark.slow
 def test_learns_the_true_actions_without_collapse():
     """A tiny LAM on moving-square data uses several codes that agree with the true actions.
 
@@ -155,5 +145,6 @@ def test_learns_the_true_actions_without_collapse():
     # the decoder relies on the codes: the inferred ones beat shuffled ones and the copy-last-frame floor
     target, context = test_frames[:, 1:], test_frames[:, :1]
     shuffled = latent[torch.randperm(len(latent))]
-    assert psnr(model.predict(context, latent), target) > psnr(model.predict(context, shuffled), target) + 1
-    assert psnr(model.predict(context, latent), target) > psnr(context.float() / 255, target) + 3
+    inferred, truth = psnr(model.predict(context, latent), target.float() / 255).mean(), target.float() / 255
+    assert inferred > psnr(model.predict(context, shuffled), truth).mean() + 1
+    assert inferred > psnr(context.float() / 255, truth).mean() + 3

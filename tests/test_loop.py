@@ -2,7 +2,11 @@
 import os
 import subprocess
 
+import pytest
+
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # the whole loop, with step counts cut to a few: about 2 minutes
 
 FEW = {"EPISODES": "3", "FT_EPISODES": "3", "TEST_EPISODES": "3", "MAX_STEPS": "40", "TOKENIZER_STEPS": "4",
        "DYNAMICS_STEPS": "4", "DECODER_STEPS": "2", "FINETUNE_STEPS": "2", "AGENT_STEPS": "16", "EVAL_WINDOWS": "2",

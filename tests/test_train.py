@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from collect import EpisodeError
-from envs import UserError
 from data import Clips
-from train import evaluate, load_checkpoint, main
+from episodes import EpisodeError
+from metrics import psnr
+from train import CheckpointError, TrainingError, evaluate, load_checkpoint, main
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test trains through train.py
 TINY = ["--preset", "tiny", "--workers", "0", "--batch-size", "2", "--seq-len", "4", "--stride", "4"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per process: no oversubscription when runs share 2 cores
 
@@ -39,11 +40,6 @@ def records(out, split="train"):
     return [r for r in map(json.loads, lines) if r["split"] == split]
 
 
-def clip_psnr(pred, real):
-    """PSNR (dB, peak 1) of each clip: float [N, T, H, W, 3] -> [N]."""
-    return -10 * torch.log10(((pred - real) ** 2).mean((1, 2, 3, 4)))
-
-
 @pytest.fixture(scope="session")
 def tokenizer_run(airstriker_data, tmp_path_factory):
     """A tiny tokenizer trained on the Airstriker clips (the learning test checks how well): 800 steps of one
@@ -56,15 +52,15 @@ def tokenizer_run(airstriker_data, tmp_path_factory):
 
 
 def test_tokenizer_beats_the_mean_frame_by_6db(tokenizer_run, airstriker_data):
-    model, ckpt = load_checkpoint(tokenizer_run / "ckpt.pt")
+    model, ckpt = load_checkpoint(tokenizer_run / "ckpt.pt", "tokenizer", "--tokenizer")
     assert ckpt["model_type"] == "tokenizer" and ckpt["step"] == 800 and ckpt["preset"] == "tiny"
     clips = Clips(airstriker_data, "train", 8, 4, workers=0)
     clips.resolution = 64
     real = torch.stack([clips[i]["frames"] for i in range(len(clips))]).float() / 255  # [N, 8, 64, 64, 3]
     with torch.no_grad():
         recon = model(real)[0]
-    ours = clip_psnr(recon, real).mean().item()
-    baseline = clip_psnr(real.mean(1, keepdim=True).expand_as(real), real).mean().item()  # each clip's mean frame
+    ours = psnr(recon, real).mean().item()
+    baseline = psnr(real.mean(1, keepdim=True).expand_as(real), real).mean().item()  # each clip's mean frame
     assert ours >= baseline + 6, f"tokenizer {ours:.1f} dB vs mean-frame baseline {baseline:.1f} dB"
     val = records(tokenizer_run, "val")
     assert [r["step"] for r in val] == [0, 400, 800] and val[-1]["psnr"] > val[0]["psnr"] + 10
@@ -74,7 +70,7 @@ def test_tokenizer_beats_the_mean_frame_by_6db(tokenizer_run, airstriker_data):
 
 def test_checkpoint_reproduces_the_logged_validation(tokenizer_run, airstriker_data):
     """The reloaded model, on the same validation batches, gives the metrics the run logged at its last eval."""
-    model, ckpt = load_checkpoint(tokenizer_run / "ckpt.pt")
+    model, ckpt = load_checkpoint(tokenizer_run / "ckpt.pt", "tokenizer", "--tokenizer")
     args = Namespace(**ckpt["args"])
     val = Clips(airstriker_data, "val", args.seq_len, args.stride, workers=0)
     val.resolution = model.config.resolution
@@ -83,7 +79,7 @@ def test_checkpoint_reproduces_the_logged_validation(tokenizer_run, airstriker_d
     for key in ("loss", "psnr", "usage"):
         assert metrics[key] == pytest.approx(logged[key], rel=1e-4), key
     frames = torch.stack([val[i]["frames"] for i in range(2)])
-    again, _ = load_checkpoint(tokenizer_run / "ckpt.pt")
+    again, _ = load_checkpoint(tokenizer_run / "ckpt.pt", "tokenizer", "--tokenizer")
     assert torch.equal(again.decode(again.encode(frames)), model.decode(model.encode(frames)))
 
 
@@ -93,7 +89,7 @@ def test_decoder_only_fine_tuning_changes_only_the_decoder(tokenizer_run, airstr
     assert run.returncode == 0, run.stderr[-3000:]
     before, after = torch.load(tokenizer_run / "ckpt.pt")["model"], torch.load(tmp_path / "ckpt.pt")["model"]
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    model, _ = load_checkpoint(tmp_path / "ckpt.pt")
+    model, _ = load_checkpoint(tmp_path / "ckpt.pt", "tokenizer", "--tokenizer")
     decoder = {k for k, p in model.named_parameters() if any(p is q for q in model.decoder_parameters())}
     assert changed == decoder  # encoder, codebook and code usage stay: the token ids do not move
 
@@ -141,8 +137,8 @@ def test_dynamics_trains_on_the_frozen_tokenizer(tokenizer_run, airstriker_data,
     run = train("--model", "dynamics", "--tokenizer", tokenizer_ckpt, "--data", airstriker_data, *TINY,
                 "--steps", "3", "--eval-every", "3", "--log-every", "1", "--out", out, "--no-tdce")
     assert run.returncode == 0, run.stderr[-3000:]
-    model, ckpt = load_checkpoint(out / "ckpt.pt")
-    tokenizer, _ = load_checkpoint(tokenizer_ckpt)
+    model, ckpt = load_checkpoint(out / "ckpt.pt", "dynamics", "--dynamics")
+    tokenizer, _ = load_checkpoint(tokenizer_ckpt, "tokenizer", "--tokenizer")
     assert ckpt["model_type"] == "dynamics" and ckpt["tokenizer"] == str(tokenizer_ckpt.resolve())
     assert model.config.num_actions == 5 and not model.config.tdce and model.config.token_input
     assert torch.allclose(model.codebook, tokenizer.codebook())
@@ -177,9 +173,13 @@ def test_errors_name_the_problem_and_the_fix(airstriker_data, tokenizer_run, tmp
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "ep.npz").write_bytes(b"not a zip")
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "ckpt.pt").write_bytes((tokenizer_run / "ckpt.pt").read_bytes()[:5000])  # a copy cut short
     data = ["--data", str(airstriker_data)]
     cases = [
-        (["--data", str(tmp_path / "empty")], "no .npz episodes in .* collect some"),
+        ([*data, "--model", "dynamics", "--tokenizer", str(tmp_path / "cut" / "ckpt.pt")], "truncated or corrupt"),
+        ([*data, "--resume", "--out", str(tmp_path / "cut")], "--resume .*cut/ckpt.pt is not a readable checkpoint"),
+        (["--data", str(tmp_path / "empty")], "empty holds no .npz episodes: collect some"),
         ([*data, "--seq-len", "100"], "no episode in .* has 100 frames .* lower --seq-len"),
         (["--data", str(tmp_path / "bad")], "ep.npz: not a readable .npz"),
         ([*data, "--model", "dynamics"], "needs --tokenizer CKPT"),
@@ -188,10 +188,16 @@ def test_errors_name_the_problem_and_the_fix(airstriker_data, tokenizer_run, tmp
         ([*data, "--out", str(tokenizer_run)], "ckpt.pt exists: pass --resume"),
     ]
     for flags, message in cases:
-        with pytest.raises((UserError, EpisodeError), match=message) as error:
+        with pytest.raises((TrainingError, CheckpointError, EpisodeError), match=message) as error:
             main([*TINY, "--out", str(tmp_path / "run"), *flags])
         assert "\n" not in str(error.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unwritable_out_fails_in_one_line_before_any_work(airstriker_data):
+    run = train("--data", airstriker_data, *TINY, "--out", "/proc/foo")
+    assert run.returncode == 1 and run.stderr == "error: --out /proc/foo cannot be written (No such file or directory): " \
+        "choose a folder you can write to\n", run.stderr
 
 
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(airstriker_data, tmp_path):
@@ -225,6 +231,6 @@ def test_genieredux_latent_action_path_end_to_end(tokenizer_run, airstriker_data
     assert "Latent actions against true actions" in results and (tmp_path / "eval" / "lam_agreement.png").is_file()
     agreement = json.loads((tmp_path / "eval" / "metrics.json").read_text())["lam_agreement"]
     assert np.array(agreement["confusion"]).shape[0] == 3 and 0 < agreement["purity"] <= 1
-    run = subprocess.run([*evaluate, "--play", "--keys", "RLJ", "--out", str(tmp_path / "play")], cwd=ROOT, env=ENV,
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, "play.py", *evaluate[2:6], "--keys", "RLJ", "--out", str(tmp_path / "play")],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0 and (tmp_path / "play" / "play.gif").is_file(), run.stderr
