@@ -211,14 +211,16 @@ def ram_x(game):
 
 
 def play(policy, game, budget, max_steps):
-    """`budget` steps of `policy` -> per episode (frames [T+1, H, W, 3], actions [T], farthest |x - x0| or None)."""
+    """`budget` steps of `policy` -> per episode (frames [T+1, H, W, 3], actions [T], farthest |x - x0| or None,
+    the game's reward summed over the episode)."""
     episodes = []
     while budget > 0:
         policy.reset(len(episodes))
-        frames, actions = [game.reset(len(episodes))], []
+        frames, actions, total = [game.reset(len(episodes))], [], 0.0
         xs = [ram_x(game.game)]
         while len(actions) < min(budget, max_steps):
-            frame, _, done = game.step(action := policy.act(game.obs))
+            frame, reward, done = game.step(action := policy.act(game.obs))
+            total += reward
             if frame is None:
                 break
             frames.append(frame), actions.append(action), xs.append(ram_x(game.game))
@@ -226,30 +228,60 @@ def play(policy, game, budget, max_steps):
                 break
         budget -= max(1, len(actions))
         far = max(abs(x - xs[0]) for x in xs) if xs[0] is not None else None
-        episodes.append((np.stack(frames), np.array(actions), far))
+        episodes.append((np.stack(frames), np.array(actions), far, total))
     return episodes
 
 
+def coverage(frames, side=8, levels=4):
+    """How many distinct coarse pictures were seen after each frame: uint8 [N, H, W, 3] -> int [N].
+
+    A frame is shrunk to side x side cells (cell averages) with `levels` values per colour channel, so
+    small changes (a flicker, a moving enemy) do not count as new places; only reaching new screens does.
+    It needs no world model: the measure of how much of the game an agent reaches.
+    """
+    N, H, W, _ = frames.shape
+    coarse = frames.reshape(N, side, H // side, side, W // side, 3).mean((2, 4)).astype(np.uint16) * levels // 256
+    seen, counts = set(), np.zeros(N, np.int64)
+    for i, picture in enumerate(coarse.astype(np.uint8)):
+        seen.add(picture.tobytes())
+        counts[i] = len(seen)
+    return counts
+
+
 def report(args):
-    world, results = load_world_model(args.dynamics, args.device), {}
+    """The random agent against --agent on the same game and step budget; writes OUT/report.json, .md and .png.
+
+    World-model-free measures: coarse pictures reached (coverage curve), distinct frames, x reached (where the
+    game names it in RAM), the game's return. With --dynamics also the AutoExplore reward the agent trained on.
+    """
+    world, results = load_world_model(args.dynamics, args.device) if args.dynamics else None, {}
     agent = Policy.from_checkpoint(read_checkpoint(args.agent, "--agent"), f"agent:{args.agent}", args.epsilon)
     for policy in (Policy(), agent):
         game = AgentGame(make_game(args.env, 1, 64), args.frame_skip)
         episodes = play(policy, game, args.report_steps, args.max_steps)
         game.close()
-        # the reward of each step t >= 4 from o(t-4), o(t-3) and a(t-4)..a(t-1), as in training
-        windows = [(f[t - 4:t - 2], a[t - 4:t]) for f, a, _ in episodes for t in range(4, len(f))]
-        rewards = world_uncertainty(world, *map(np.stack, zip(*windows))) if windows else np.zeros(1)
-        far = [d for *_, d in episodes if d is not None]
+        frames = np.concatenate([f for f, *_ in episodes])
+        far = [d for _, _, d, _ in episodes if d is not None]
         name = policy.name.split(":")[0]
-        results[name] = {"episodes": len(episodes), "steps": sum(len(a) for _, a, _ in episodes),
-                         "autoexplore_reward": float(rewards.mean()),
-                         "distinct_frames": len({hash(f.tobytes()) for frames, _, _ in episodes for f in frames}),
-                         "x_displacement": float(np.mean(far)) if far else None}  # None: the game names no x in RAM
+        curve = coverage(frames)
+        results[name] = {"episodes": len(episodes), "steps": sum(len(a) for _, a, _, _ in episodes),
+                         "coverage": int(curve[-1]), "distinct_frames": len({f.tobytes() for f in frames}),
+                         "x_displacement": float(np.mean(far)) if far else None,  # None: the game names no x in RAM
+                         "game_return": float(np.mean([r for *_, r in episodes]))}
+        if world is not None:  # the reward of each step t >= 4 from o(t-4), o(t-3) and a(t-4)..a(t-1), as in training
+            windows = [(f[t - 4:t - 2], a[t - 4:t]) for f, a, _, _ in episodes for t in range(4, len(f))]
+            rewards = world_uncertainty(world, *map(np.stack, zip(*windows))) if windows else np.zeros(1)
+            results[name]["autoexplore_reward"] = float(rewards.mean())
         print(f"{name:6s} " + ", ".join(f"{k} {v}" for k, v in results[name].items()))
+        results[name]["coverage_curve"] = curve.tolist()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps({"env": args.env, "agent": args.agent, **results}, indent=2))
+    rows = [f"| {name} | {r['steps']} | {r['coverage']} | {r['distinct_frames']} | "
+            f"{'-' if r['x_displacement'] is None else round(r['x_displacement'], 1)} | {r['game_return']:.2f} |"
+            for name, r in results.items()]
+    (out / "report.md").write_text("| agent | steps | coarse pictures reached | distinct frames | x reached | "
+                                   "game return per episode |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
     plot_exploration(results, f"{args.env}: {args.report_steps} steps per agent", out / "report.png")
 
 
@@ -268,13 +300,20 @@ def plot_curves(rows, path):
 
 
 def plot_exploration(results, title, path):
-    """One bar per agent ({name: report figures}) for the AutoExplore reward, distinct frames and x displacement."""
-    fig = Figure(figsize=(10, 3), layout="tight")
-    for ax, key in zip(fig.subplots(1, 3), ("autoexplore_reward", "distinct_frames", "x_displacement")):
+    """Coverage curves of the random agent and the trained one ({name: report figures}), then a bar per agent
+    for the game's return, the x reached and (where measured) the AutoExplore reward."""
+    keys = [k for k in ("game_return", "x_displacement", "autoexplore_reward") if k in results["random"]]
+    fig = Figure(figsize=(4 + 3 * len(keys), 3), layout="tight")
+    axes = fig.subplots(1, 1 + len(keys))
+    for (name, r), colour in zip(results.items(), ("grey", "tab:blue")):
+        axes[0].plot(range(1, len(r["coverage_curve"]) + 1), r["coverage_curve"], color=colour, label=name)
+    axes[0].set(xlabel="frames seen", title="coarse pictures reached (coverage)")
+    axes[0].legend(fontsize=7)
+    for ax, key in zip(axes[1:], keys):
         ax.bar(list(results), [r[key] or 0 for r in results.values()], color=["grey", "tab:blue"])
         ax.set_title(key.replace("_", " "))
         if results["random"][key] is None:
-            ax.text(0.5, 0.5, "the game names no x in RAM:\nsee distinct frames", ha="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, "the game names no x in RAM:\nsee coverage", ha="center", transform=ax.transAxes)
     fig.suptitle(title)
     fig.savefig(path, dpi=100)
 
@@ -287,7 +326,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--env", default="Airstriker-Genesis-v0", help="stable-retro game id or procgen:<name>")
     p.add_argument("--reward", choices=["autoexplore", "env"], default="autoexplore", help="world-model uncertainty (paper eqs. 2-4) or the game's own reward")
-    p.add_argument("--dynamics", help="dynamics checkpoint of train.py (it names its tokenizer); for --reward autoexplore and --report")
+    p.add_argument("--dynamics", help="dynamics checkpoint of train.py (it names its tokenizer): the AutoExplore reward; optional in --report")
     p.add_argument("--preset", choices=list(PRESETS), default="paper", help="actor-critic size")
     p.add_argument("--num-envs", type=int, default=8, help="parallel games, one worker process each")
     p.add_argument("--num-steps", type=int, default=128, help="rollout length per env and update, agent steps")
@@ -313,8 +352,8 @@ def parse_args(argv=None):
     p.add_argument("--report-steps", type=int, default=2000, help="agent steps per agent in --report")
     p.add_argument("--epsilon", type=float, default=0.15, help="share of uniformly random actions in --report, as collect.py")
     args = p.parse_args(argv)
-    if (args.reward == "autoexplore" or args.report) and not args.dynamics:
-        p.error("--dynamics CKPT is needed for the AutoExplore reward and for --report (or train with --reward env)")
+    if args.reward == "autoexplore" and not args.report and not args.dynamics:
+        p.error("--dynamics CKPT is needed for the AutoExplore reward (or train with --reward env)")
     if args.report and not args.agent:
         p.error("--report needs --agent CKPT, an agent.py checkpoint")
     args.frame_skip = args.frame_skip or (1 if args.env.startswith("procgen:") else 4)

@@ -7,6 +7,7 @@ every episode becomes one compressed .npz file:
     python collect.py --env procgen:coinrun --episodes 200 --out data/coinrun
     python collect.py --games platformers --episodes 10 --out data/platformers   # RetroAct selection
     python collect.py --policy agent --agent runs/agent/agent.pt --episodes 100 --out data/explore  # agent.py
+    python collect.py --env procgen:coinrun --frames 20000 --out data/random   # a frame budget, not an episode count
 
 Writes DIR/train/*.npz and DIR/val/*.npz (the format: episodes.py). Each episode's content depends
 only on (--seed, env, episode index) and its file is named after all three, so re-running a command
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from envs import ACTION_NAMES, AgentGame, GameError, check_env, make_game, select_games
-from episodes import EpisodeError, check_writable, remove_stale_tmp, save_episode
+from episodes import EpisodeError, check_writable, load_episode, remove_stale_tmp, save_episode
 
 # ---------------------------------------------------------------------------
 # Collection: one job per episode, run in worker processes (one emulator per process)
@@ -101,6 +102,30 @@ def run_episode(job):
     size = save_episode(job.path, np.stack(frames), actions, rewards, ACTION_NAMES, job.env,
                         policy.name if policy else "random", job.frame_skip)
     return job.env, len(frames), size
+
+
+def collect_frames(env, args):
+    """--frames N: episodes of `env` in index order until they hold N frames in all, the last one cut short to
+    fit (paper Tab. 5 compares datasets of equal frame budgets). The first --val-fraction of the frames go to
+    val/. Played one at a time, since each episode's length limit depends on the ones before it; episodes
+    already on disk count, so a rerun continues. Returns the number of frames written by this call."""
+    from tqdm import tqdm
+    frame_skip = args.frame_skip or (1 if env.startswith("procgen:") else 4)
+    left, val_left, index, written = args.frames, round(args.frames * args.val_fraction), 0, 0
+    with tqdm(total=args.frames, unit="frame", desc=f"collect {env}") as bar:
+        while left >= 2:  # an episode holds at least 2 frames
+            split = args.split or ("val" if val_left > 0 else "train")
+            path = Path(args.out) / split / f"{env.replace(':', '-')}_seed{args.seed}_{index:05d}.npz"
+            if path.exists():
+                frames = len(load_episode(path)["frames"])
+            else:
+                job = Job(env, index, episode_seed(args.seed, env, index), str(path), min(args.max_steps, left - 1),
+                          frame_skip, args.resolution, args.agent if args.policy == "agent" else None, args.epsilon)
+                frames = next(run_jobs([job], 1))[1]
+                written += frames
+            left, val_left, index = left - frames, val_left - frames * (split == "val"), index + 1
+            bar.update(frames)
+    return written
 
 
 def plan_jobs(envs, args):
@@ -180,6 +205,7 @@ def parse_args(argv=None):
     p.add_argument("--env", default="Airstriker-Genesis-v0", help="stable-retro game id (ROM imported) or procgen:<name>")
     p.add_argument("--games", default=None, help="collect from many games: 'platformers' or 'control50' (RetroAct tables) or a file of game ids; overrides --env")
     p.add_argument("--episodes", type=positive_int, default=10, help="episodes per env")
+    p.add_argument("--frames", type=positive_int, default=None, help="instead of --episodes: episodes per env until they hold this many frames in all (played one at a time)")
     p.add_argument("--max-steps", type=positive_int, default=500, help="agent steps per episode at most")
     p.add_argument("--frame-skip", type=positive_int, default=None, help="action repeat (default: 4 for retro, 1 for procgen)")
     p.add_argument("--resolution", type=positive_int, default=64, help="frame side in pixels after pad-to-square and area resize")
@@ -193,6 +219,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default="data/airstriker", help="dataset folder; episodes go to OUT/train and OUT/val")
     p.add_argument("--benchmark", action="store_true", help="print raw env vs pipeline steps/s for 1 and --workers workers, write nothing")
     args = p.parse_args(argv)
+    if args.frames is not None and args.frames < 2:
+        p.error(f"--frames must be at least 2 (an episode's first frame and one step), got {args.frames}")
     if args.policy == "agent" and not (args.agent and Path(args.agent).is_file()):
         p.error(f"--policy agent needs --agent CKPT, an agent checkpoint of agent.py (got {args.agent})")
     return args
@@ -211,13 +239,17 @@ def main(argv=None):
     if args.benchmark:
         return benchmark(envs[0], args)
     check_writable(args.out)  # before any work
+    remove_stale_tmp(args.out)  # left by a run killed mid-write; a running collector's files stay
     if args.policy == "agent":  # a bad checkpoint fails here, in one line, before any episode is played
         from train import CheckpointError
         try:
             open_policy(args.agent, args.epsilon)
         except CheckpointError as e:
             sys.exit(f"error: {e}")
-    remove_stale_tmp(args.out)  # left by a run killed mid-write; a running collector's files stay
+    if args.frames:
+        for env in envs:
+            print(f"{env}: {collect_frames(env, args)} frames written, {args.frames} on disk in {args.out}")
+        return
     jobs = plan_jobs(envs, args)
     # An episode already written to any split this command fills stays where it is: growing --episodes
     # (which moves the val/train boundary) must not write it again into the other split.

@@ -13,8 +13,9 @@ optimiser step in plain sight. A model plugs in through `loss(batch) -> (loss, m
     python train.py --model tokenizer --preset paper --benchmark   # speed, memory, MFU and loader rate; writes nothing
 
 Reads .npz episodes (DIR/train and DIR/val, or any folder of them). Writes to --out: ckpt.pt ({model, optimizer,
-config, model_type, preset, step, args, tokenizer}), metrics.jsonl, curves.png, samples.png (real clips above the
-model's frames) and, for dynamics, tokens_<split>.npy: the frozen tokenizer's ids of every clip, computed once.
+config, model_type, preset, step, args, val_loss, tokenizer, lam}: the last evaluation, for --resume), best.pt (the
+same without the optimizer, at the lowest validation loss so far), metrics.jsonl, curves.png, samples.png (real
+clips above the model's frames) and, for dynamics, tokens_<split>.npy: the frozen tokenizer's ids of every clip.
 """
 import argparse
 import io
@@ -451,6 +452,8 @@ def main(argv=None):
                               num_workers=args.workers, pin_memory=device.type == "cuda"))
     frames_per_step = args.batch_size * args.grad_accum * world * args.seq_len
     step, saved_step, val_metrics, tick, tick_step = start, start, {}, time.perf_counter(), start
+    best_loss = read_checkpoint(out / "best.pt", "--resume").get("val_loss", math.inf) \
+        if args.resume and (out / "best.pt").exists() else math.inf
     with tqdm(total=args.steps, initial=start, unit="step", disable=not master) as bar:
         while True:
             # evaluate, draw and checkpoint (rank 0) every --eval-every steps and at the end
@@ -468,11 +471,14 @@ def main(argv=None):
                     f.write(json.dumps(history[-1]) + "\n")
                 save_samples(real, pred, out / "samples.png")
                 plot_training_curves(history, out / "curves.png")
-                save_checkpoint(ckpt_path, {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(model.config),
-                    "model_type": args.model, "preset": args.preset, "step": step, "args": vars(args),
-                    "tokenizer": str(Path(args.tokenizer).resolve()) if frozen else None,
-                    "lam": str(Path(args.lam).resolve()) if lam else None})
+                weights = {"model": model.state_dict(), "config": asdict(model.config), "model_type": args.model,
+                           "preset": args.preset, "step": step, "args": vars(args), "val_loss": val_metrics["loss"],
+                           "tokenizer": str(Path(args.tokenizer).resolve()) if frozen else None,
+                           "lam": str(Path(args.lam).resolve()) if lam else None}
+                save_checkpoint(ckpt_path, {**weights, "optimizer": optimizer.state_dict()})
+                if val_metrics["loss"] < best_loss:  # the best checkpoint on validation (paper sec. 5.3's model choice)
+                    best_loss = val_metrics["loss"]
+                    save_checkpoint(out / "best.pt", weights)
                 saved_step, tick, tick_step = step, time.perf_counter(), step  # frames/s leaves out evaluation
             if step >= args.steps:
                 break

@@ -270,7 +270,19 @@ def test_exploration_report(trained):
         assert report[name]["steps"] == 24 and report[name]["episodes"] == 2
         assert 0 < report[name]["autoexplore_reward"] <= 2 and 1 < report[name]["distinct_frames"] <= 26
         assert report[name]["x_displacement"] is None  # Airstriker names no x position in RAM
+        curve = report[name]["coverage_curve"]  # one count per frame seen, never falling, never above the frames
+        assert len(curve) == 26 and curve[0] == 1 and np.all(np.diff(curve) >= 0) and curve[-1] == report[name]["coverage"]
     assert (folder / "report" / "report.png").stat().st_size > 0 and "agent" in result.stdout
+    without = run_script("agent.py", "--report", "--agent", folder / "run" / "agent.pt", "--report-steps", 24,
+                         "--max-steps", 12, "--device", "cpu", "--out", folder / "report-no-world-model")
+    assert "autoexplore_reward" not in json.loads((folder / "report-no-world-model" / "report.json").read_text())["agent"]
+
+
+def test_coverage_counts_new_coarse_pictures_only():
+    black, white = np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 255, np.uint8)
+    speck = black.copy()
+    speck[0, 0] = 255  # one pixel changes a cell average by 4: not a new picture
+    assert agent.coverage(np.stack([black, speck, white, black, white])).tolist() == [1, 1, 2, 2, 2]
 
 
 @pytest.mark.slow

@@ -179,3 +179,14 @@ def test_an_unwritable_out_fails_before_playing(tmp_path):
     result = run_collect("--episodes", 1, "--max-steps", 400, "--out", "/proc/foo")
     assert result.returncode == 1 and result.stderr == "error: --out /proc/foo cannot be written " \
         "(No such file or directory): choose a folder you can write to\n", result.stderr
+
+
+def test_a_frame_budget_is_met_exactly_and_resumes(tmp_path):
+    flags = ["--frames", 70, "--max-steps", 30, "--val-fraction", 0.2, "--seed", 4, "--out", tmp_path]
+    assert run_collect(*flags).returncode == 0
+    episodes = episodes_of(tmp_path)
+    lengths = {name: len(ep["frames"]) for name, ep in episodes.items()}
+    assert sum(lengths.values()) == 70  # the last episode is cut short to fit the budget
+    assert sum(n for name, n in lengths.items() if name.startswith("val/")) >= 14  # a fifth of the frames, or more
+    again = run_collect(*flags)
+    assert again.returncode == 0 and "0 frames written" in again.stdout and episodes_of(tmp_path).keys() == episodes.keys()

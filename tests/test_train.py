@@ -131,6 +131,19 @@ def test_ddp_two_ranks_on_cpu(airstriker_data, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "curves.png", "metrics.jsonl", "samples.png"]
 
 
+def test_best_checkpoint_is_the_lowest_validation_loss_not_the_last(tokenizer_run, airstriker_data, tmp_path):
+    """Fine-tuning a trained tokenizer at a learning rate that wrecks it: the best checkpoint stays the start."""
+    run = train("--init", tokenizer_run / "ckpt.pt", "--data", airstriker_data, *TINY, "--steps", "4", "--warmup", "0",
+                "--lr", "0.3", "--eval-every", "1", "--eval-batches", "2", "--out", tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    val = records(tmp_path, "val")
+    best = min(val, key=lambda r: r["loss"])
+    assert best["step"] != val[-1]["step"]  # the run got worse, so "best" and "last" differ here
+    saved = torch.load(tmp_path / "best.pt")
+    assert saved["step"] == best["step"] and saved["val_loss"] == pytest.approx(best["loss"])
+    assert "optimizer" not in saved and torch.load(tmp_path / "ckpt.pt")["step"] == 4
+
+
 def test_dynamics_trains_on_the_frozen_tokenizer(tokenizer_run, airstriker_data, tmp_path):
     out = tmp_path / "dynamics"
     tokenizer_ckpt = tokenizer_run / "ckpt.pt"

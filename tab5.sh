@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The paper's main claim, Tab. 5, as one study (GenieRedux paper sec. 5.3):
+#   pretrain on random data of several games -> train AutoExplore on the pretrained model -> on a target
+#   game that was part of pretraining, collect exploration data and as many frames of fresh random data ->
+#   fine-tune on each (decoder, then dynamics; the best checkpoint on that data's validation split) and train
+#   from scratch on the exploration data -> evaluate all on a test set played by another policy.
+#
+#   bash tab5.sh                      # CPU size: procgen platformers, tiny models, 2-core CPU, < 45 min
+#   bash tab5.sh --size gpu           # one H200: small models (collect the data on a CPU first, see README)
+#   bash tab5.sh --games "procgen:coinrun procgen:jumper" --target procgen:coinrun --out runs/tab5
+#
+# Every step skips work whose output exists, so re-running continues an interrupted study; --fresh starts
+# over. Sizes can be overridden from the environment (e.g. FINETUNE_STEPS=50). Writes under OUT (default
+# runs/tab5): data/, models, eval/, report/ (exploration without the world model), results.md, results.png.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+size=cpu games="procgen:coinrun procgen:jumper procgen:ninja procgen:climber" target=procgen:coinrun out=runs/tab5 fresh=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --size) size=$2; shift 2 ;;
+    --games) games=$2; shift 2 ;;  # the pretraining games; the target must be one of them, as in the paper
+    --target) target=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --fresh) fresh=1; shift ;;
+    *) echo "error: unknown flag $1 (use --size cpu|gpu, --games \"GAME ...\", --target GAME, --out DIR, --fresh)" >&2; exit 2 ;;
+  esac
+done
+case " $games " in *" $target "*) ;; *) echo "error: --target $target is not one of --games \"$games\"" >&2; exit 2 ;; esac
+
+# Sizes: episodes per pretraining game, optimiser steps, the frame budget of each fine-tuning dataset
+case $size in
+  cpu) preset=tiny; : "${EPISODES:=12}" "${MAX_STEPS:=200}" "${TOKENIZER_STEPS:=1000}" "${DYNAMICS_STEPS:=1000}" \
+         "${AGENT_STEPS:=2048}" "${FRAMES:=3000}" "${DECODER_STEPS:=100}" "${FINETUNE_STEPS:=300}" "${EVAL_EVERY:=50}" \
+         "${TEST_EPISODES:=6}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${TOKENIZER_BATCH:=12}" \
+         "${TOKENIZER_SEQ_LEN:=4}" "${NUM_ENVS:=2}" "${WORKERS:=2}" "${MASKGIT_STEPS:=8}" "${FINETUNE_LR:=2e-4}" ;;
+  gpu) preset=small; : "${EPISODES:=100}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=1500}" "${DYNAMICS_STEPS:=1500}" \
+         "${AGENT_STEPS:=16384}" "${FRAMES:=20000}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=600}" "${EVAL_EVERY:=100}" \
+         "${TEST_EPISODES:=16}" "${EVAL_WINDOWS:=256}" "${BATCH:=16}" "${SEQ_LEN:=16}" "${TOKENIZER_BATCH:=16}" \
+         "${TOKENIZER_SEQ_LEN:=16}" "${NUM_ENVS:=8}" "${WORKERS:=8}" "${MASKGIT_STEPS:=25}" "${FINETUNE_LR:=1e-4}" ;;
+  *) echo "error: --size must be cpu or gpu, got '$size'" >&2; exit 2 ;;
+esac
+[ "$fresh" = 1 ] && rm -rf "$out"
+mkdir -p "$out/done"
+
+step() {  # step NAME COMMAND...: run COMMAND once; a marker in OUT/done records that it finished
+  if [ -e "$out/done/$1" ]; then echo "[tab5] skip $1 (done)"; return; fi
+  echo "[tab5] $(date +%H:%M:%S) $1"
+  "${@:2}"
+  touch "$out/done/$1"
+}
+resume() { [ -e "$1" ] && echo --resume || true; }  # resume CHECKPOINT: an interrupted run continues
+collect=(python collect.py --max-steps "$MAX_STEPS" --workers "$WORKERS")
+train=(python train.py --preset "$preset" --workers 0)
+finetune=(--eval-every "$EVAL_EVERY" --lr "$FINETUNE_LR")  # evaluated often: the best checkpoint on validation is kept
+tokenizer_clips=(--batch-size "$TOKENIZER_BATCH" --seq-len "$TOKENIZER_SEQ_LEN")
+dynamics_clips=(--batch-size "$BATCH" --seq-len "$SEQ_LEN")
+evaluate=(python evaluate.py --data "$out/data/test" --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature 0)
+
+# 1. Pretraining: random play of every game, then the tokenizer and GenieRedux-G dynamics (sec. 4, 5.1).
+tr ' ' '\n' <<<"$games" >"$out/games.txt"
+step collect-pretrain "${collect[@]}" --games "$out/games.txt" --episodes "$EPISODES" --seed 0 --out "$out/data/pretrain"
+step tokenizer "${train[@]}" "${tokenizer_clips[@]}" --model tokenizer --data "$out/data/pretrain" --steps "$TOKENIZER_STEPS" --out "$out/tokenizer" $(resume "$out/tokenizer/ckpt.pt")
+step dynamics "${train[@]}" "${dynamics_clips[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --data "$out/data/pretrain" --steps "$DYNAMICS_STEPS" --out "$out/dynamics" $(resume "$out/dynamics/ckpt.pt")
+
+# 2. AutoExplore on the target game, rewarded by the pretrained model's uncertainty (sec. 4, eqs. 2-4).
+step agent python agent.py --env "$target" --reward autoexplore --dynamics "$out/dynamics/ckpt.pt" --preset "$preset" \
+  --num-envs "$NUM_ENVS" --total-steps "$AGENT_STEPS" --out "$out/agent" $(resume "$out/agent/agent.pt")
+
+# 3.-4. The same frame budget of exploration data and of fresh random data on the target game; a fifth of
+#       each is its validation split, on which the fine-tuning keeps its best checkpoint.
+step collect-explore "${collect[@]}" --env "$target" --policy agent --agent "$out/agent/agent.pt" --frames "$FRAMES" --val-fraction 0.2 --seed 1 --out "$out/data/explore"
+step collect-random "${collect[@]}" --env "$target" --frames "$FRAMES" --val-fraction 0.2 --seed 2 --out "$out/data/random"
+
+# 5. Fine-tune on each (sec. 5.3): the tokenizer's decoder, then the dynamics model on its tokens.
+for source in explore random; do
+  step "tokenizer-$source" "${train[@]}" "${tokenizer_clips[@]}" --model tokenizer --decoder-only --init "$out/tokenizer/best.pt" \
+    --data "$out/data/$source" --steps "$DECODER_STEPS" "${finetune[@]}" --out "$out/tokenizer-$source" $(resume "$out/tokenizer-$source/ckpt.pt")
+  step "dynamics-$source" "${train[@]}" "${dynamics_clips[@]}" --model dynamics --init "$out/dynamics/best.pt" --tokenizer "$out/tokenizer-$source/best.pt" \
+    --data "$out/data/$source" --steps "$FINETUNE_STEPS" "${finetune[@]}" --out "$out/dynamics-$source" $(resume "$out/dynamics-$source/ckpt.pt")
+done
+
+# 6. From scratch on the exploration data alone: both models, the pretraining's step counts.
+step tokenizer-scratch "${train[@]}" "${tokenizer_clips[@]}" --model tokenizer --data "$out/data/explore" --steps "$TOKENIZER_STEPS" --out "$out/tokenizer-scratch" $(resume "$out/tokenizer-scratch/ckpt.pt")
+step dynamics-scratch "${train[@]}" "${dynamics_clips[@]}" --model dynamics --tokenizer "$out/tokenizer-scratch/best.pt" --data "$out/data/explore" --steps "$DYNAMICS_STEPS" --out "$out/dynamics-scratch" $(resume "$out/dynamics-scratch/ckpt.pt")
+
+# 7. The test set, from another policy: PPO on the game's own reward (the paper: Agent57).
+step agent-env python agent.py --env "$target" --reward env --preset "$preset" --num-envs "$NUM_ENVS" \
+  --total-steps "$AGENT_STEPS" --seed 3 --out "$out/agent-env" $(resume "$out/agent-env/agent.pt")
+step collect-test "${collect[@]}" --env "$target" --policy agent --agent "$out/agent-env/agent.pt" --episodes "$TEST_EPISODES" --seed 3 --split test --out "$out/data/test"
+
+# 8. Evaluate: one-go for every row, autoregressive for the two fine-tuned ones (Tab. 5's columns).
+step eval-pretrained "${evaluate[@]}" --mode one-go --dynamics "$out/dynamics/best.pt" --out "$out/eval/pretrained"
+for source in random explore; do
+  step "eval-$source" "${evaluate[@]}" --mode both --dynamics "$out/dynamics-$source/best.pt" --out "$out/eval/finetuned-$source"
+done
+step eval-scratch "${evaluate[@]}" --mode one-go --dynamics "$out/dynamics-scratch/best.pt" --out "$out/eval/scratch-explore"
+
+# 9. How much more of the game the agent reaches than random play, without the world model.
+step report python agent.py --report --env "$target" --agent "$out/agent/agent.pt" --report-steps "$FRAMES" --max-steps "$MAX_STEPS" --out "$out/report"
+
+# 10. One table (and results.png), the paper's numbers beside it.
+python evaluate.py --compare "$out/eval/pretrained" "$out/eval/finetuned-random" "$out/eval/finetuned-explore" "$out/eval/scratch-explore" --out "$out" >/dev/null
+cat >>"$out/results.md" <<'EOF'
+
+## The paper's Tab. 5 (GenieRedux-G-50, one-go; FID / PSNR / SSIM / delta_t PSNR)
+
+| game | fine-tuned on random data | fine-tuned on AutoExplore data |
+|---|---|---|
+| Adventure Island II | 42.34 / 27.04 / 0.81 / 1.19 | 12.77 / 30.60 / 0.90 / 1.47 |
+| Super Mario Bros | 30.13 / 34.54 / 0.94 / 0.54 | 9.55 / 36.13 / 0.97 / 0.57 |
+| Smurfs | 80.61 / 21.83 / 0.70 / 0.65 | 20.01 / 27.45 / 0.85 / 1.55 |
+
+## Exploration without the world model (agent.py --report: report/report.json, report/report.png)
+
+![exploration](report/report.png)
+
+EOF
+cat "$out/report/report.md" >>"$out/results.md"
+cat "$out/results.md"
+echo "[tab5] $(date +%H:%M:%S) done: $out/results.md"
