@@ -210,7 +210,8 @@ class Dynamics(nn.Module):
         self.embed = nn.Embedding(c.num_codes + 1, c.dim)  # +1: the mask token
         if c.token_input not in ("learned", "frozen", "none"):
             raise ValueError(f"token_input is 'learned', 'frozen' or 'none', got {c.token_input!r}")
-        self.code_proj = nn.Linear(c.code_dim, c.dim, bias=False) if c.token_input == "learned" else None  # no bias: mask stays pure
+        # no bias: the mask stays pure
+        self.code_proj = nn.Linear(c.code_dim, c.dim, bias=False) if c.token_input == "learned" else None
         if c.token_input == "frozen":
             self.register_buffer("code_input", frozen_code_input(codebook, proj_out, c.dim))  # [C+1, dim]
         # masked frames are identical everywhere: a position embedding tells their tokens apart

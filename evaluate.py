@@ -447,7 +447,8 @@ def parse_args(argv=None):
                    help="10 frames in one MaskGIT run, one frame at a time, or both (default both)")
     p.add_argument("--steps", type=int, default=25, help="MaskGIT steps per generated frame or run (default 25)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0 = argmax (default 1.0)")
-    p.add_argument("--anneal", action="store_true", help="anneal the temperature linearly to 0 (argmax) over the MaskGIT steps")
+    p.add_argument("--anneal", action="store_true",
+                   help="MaskGIT step s of S samples at temperature * (1 - (s+1)/S), linear to argmax at the last step")
     p.add_argument("--delta-protocol", choices=["random", "swap", "both"], default="random",
                    help=f"delta_t PSNR's altered actions: random, every action from the first predicted frame on uniform "
                         f"random (Genie's; default); swap, only the action that makes predicted frame {DELTA_T}, by another "

@@ -169,7 +169,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/play", help="--keys: folder for play.gif and play.png (default runs/play)")
     p.add_argument("--steps", type=int, default=8, help="MaskGIT steps per generated frame (default 8)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0 = argmax (default 1.0)")
-    p.add_argument("--anneal", action="store_true", help="anneal the temperature linearly to 0 (argmax) over the MaskGIT steps")
+    p.add_argument("--anneal", action="store_true",
+                   help="MaskGIT step s of S samples at temperature * (1 - (s+1)/S), linear to argmax at the last step")
     p.add_argument("--memory", type=int, default=16, help="frames the model looks back on, the clip length (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
     p.add_argument("--benchmark", action="store_true", help="print generated frames/s of --preset with random weights")

@@ -354,7 +354,8 @@ def build_model(args, frozen, lam, train, val, device):
                      tdce=not args.no_tdce, tdce_lambda=args.tdce_lambda)  # the paper's Tab. 4 ablation switches
     if args.token_input == "frozen" and frozen.config.dim != config.dim:
         raise TrainingError(f"--token-input frozen adds the tokenizer's {frozen.config.dim}-wide decoder input to the "
-                            f"dynamics model's {config.dim}-wide embedding: use a --preset of the same width, or --token-input learned")
+                            f"dynamics model's {config.dim}-wide embedding: use a --preset of the same width, or "
+                            f"--token-input learned")
     return Model(config, codebook=frozen.codebook(), proj_out=frozen.vq.proj_out).to(device)
 
 

@@ -93,13 +93,15 @@ def test_frozen_token_input_is_the_tokenizers_projection_and_never_trains():
     config = replace(SMALL, num_codes=tokenizer.config.num_codes, token_input="frozen")
     model = Dynamics(config, codebook=tokenizer.codebook(), proj_out=tokenizer.vq.proj_out)
     with torch.no_grad():  # the tokenizer's own decoder input of every code, times 10; zeros for the mask
-        torch.testing.assert_close(model.code_input, F.pad(10 * tokenizer.vq.embed(torch.arange(config.num_codes)), (0, 0, 0, 1)))
+        expected = F.pad(10 * tokenizer.vq.embed(torch.arange(config.num_codes)), (0, 0, 0, 1))
+    torch.testing.assert_close(model.code_input, expected)
     assert model.code_proj is None and "code_input" in model.state_dict()  # a buffer: the checkpoint carries it
     assert not {id(p) for p in tokenizer.parameters()} & {id(p) for p in model.parameters()}
     projection, table = [p.detach().clone() for p in tokenizer.vq.proj_out.parameters()], model.code_input.clone()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
-    tokens, actions = torch.randint(0, config.num_codes, (2, 4, *config.grid), generator=g), torch.randint(0, 5, (2, 3), generator=g)
+    tokens = torch.randint(0, config.num_codes, (2, 4, *config.grid), generator=g)
+    actions = torch.randint(0, 5, (2, 3), generator=g)
     for _ in range(3):
         loss, _ = model.loss({"tokens": tokens, "actions": actions})
         loss.backward()

@@ -458,3 +458,6 @@ def test_cli_errors_are_one_line(tmp_path, checkpoints):
 def test_play_help_works(tmp_path):
     result = run_script("play.py", "--help", cwd=tmp_path)
     assert result.returncode == 0 and "--keys" in result.stdout and "--benchmark" in result.stdout
+    assert "--anneal" in result.stdout
+    result = run_script("evaluate.py", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and all(flag in result.stdout for flag in ("--anneal", "--delta-protocol", "--paper"))
