@@ -94,7 +94,8 @@ def frozen_code_input(codebook, proj_out, dim):
     """
     code_dim = codebook.shape[1]
     if proj_out is None:
-        weight, bias = torch.randn(dim, code_dim, generator=torch.Generator().manual_seed(1)) / math.sqrt(code_dim), None
+        weight = torch.randn(dim, code_dim, generator=torch.Generator().manual_seed(1)) / math.sqrt(code_dim)
+        bias = None
     else:
         weight, bias = proj_out.weight.detach().float().cpu(), proj_out.bias.detach().float().cpu()
     if weight.shape != (dim, code_dim):
