@@ -5,7 +5,8 @@ token ids of a clip, some replaced by a mask id, plus the action that produced e
 frame, and predicts the codebook index of every token. Trained with MaskGIT masking;
 sampled by appending masked frames and unmasking them in a few confident steps.
 GenieRedux-G's two additions are switches (paper Tab. 4 ablation):
-  token input  - the embedding of a token also gets a projection of its codebook vector;
+  token input  - the embedding of a token also gets a projection of its codebook vector: a learned one,
+                 or the tokenizer's own frozen output projection times 10 (the authors' code);
   TDCE         - the loss also penalises probability put on codes far from the target.
 
 Train (reads .npz episodes and the frozen tokenizer, writes runs/dynamics/ckpt.pt):
@@ -33,9 +34,13 @@ class DynamicsConfig:
     depth: int = 12
     heads: int = 8
     mlp_ratio: int = 4
-    token_input: bool = True  # paper sec. 4: add the projected codebook vector to the embedding
+    token_input: str = "learned"  # paper sec. 4: add the projected code vector to the embedding: "learned",
+    # "frozen" (the tokenizer's own output projection, times 10) or "none"
     tdce: bool = True  # paper eq. 1: token distance cross-entropy
     tdce_lambda: float = 1.0  # weight of the distance term
+
+    def __post_init__(self):  # checkpoints written before the frozen variant stored token_input as a bool
+        self.token_input = {True: "learned", False: "none"}.get(self.token_input, self.token_input)
 
 
 PRESETS = {
@@ -78,6 +83,25 @@ def tdce_loss(logits, targets, distance=None, lam=1.0):
     # expected codebook distance of the prediction from y: mass on far codes costs more
     penalty = (distance[targets] * logits.softmax(-1)).sum(-1).mean()
     return ce + lam * penalty, ce
+
+
+def frozen_code_input(codebook, proj_out, dim):
+    """Token input "frozen" (the authors' code): 10 * proj_out(code) of every unit code vector, zeros for the mask.
+
+    codebook [C, code_dim] (unit vectors), proj_out: the tokenizer's nn.Linear(code_dim, dim) or None (a fixed
+    random one). The codes are all the inputs the projection ever sees, so its frozen copy is this table
+    [C+1, dim]: computed once, without gradient, and never trained.
+    """
+    code_dim = codebook.shape[1]
+    if proj_out is None:
+        weight = torch.randn(dim, code_dim, generator=torch.Generator().manual_seed(1)) / math.sqrt(code_dim)
+        bias = None
+    else:
+        weight, bias = proj_out.weight.detach().float().cpu(), proj_out.bias.detach().float().cpu()
+    if weight.shape != (dim, code_dim):
+        raise ValueError(f"token input 'frozen' adds the tokenizer's {weight.shape[0]}-wide decoder input to a "
+                         f"{dim}-wide embedding: use a dynamics preset of the tokenizer's width, or token input 'learned'")
+    return F.pad(10 * F.linear(codebook.float().cpu(), weight, bias), (0, 0, 0, 1))
 
 
 def token_entropy(logits):
@@ -165,9 +189,12 @@ class Dynamics(nn.Module):
     codebook: the frozen tokenizer codebook [num_codes, code_dim]; it is kept as a buffer,
     so a checkpoint carries it. None (tests, toy data) uses a fixed random unit codebook:
     token input and TDCE then run on meaningless but deterministic code vectors.
+    proj_out: the tokenizer's output projection (tokenizer.vq.proj_out, code_dim -> dim), needed by
+    token_input "frozen"; a frozen copy of its output for every code is kept as a buffer. None: a fixed
+    random projection, as for the codebook.
     """
 
-    def __init__(self, config, codebook=None):
+    def __init__(self, config, codebook=None, proj_out=None):
         super().__init__()
         self.config = c = config
         self.mask_id = c.num_codes  # never a real code id
@@ -182,7 +209,12 @@ class Dynamics(nn.Module):
 
         h, w = c.grid
         self.embed = nn.Embedding(c.num_codes + 1, c.dim)  # +1: the mask token
-        self.code_proj = nn.Linear(c.code_dim, c.dim, bias=False) if c.token_input else None  # no bias: mask stays pure
+        if c.token_input not in ("learned", "frozen", "none"):
+            raise ValueError(f"token_input is 'learned', 'frozen' or 'none', got {c.token_input!r}")
+        # no bias: the mask stays pure
+        self.code_proj = nn.Linear(c.code_dim, c.dim, bias=False) if c.token_input == "learned" else None
+        if c.token_input == "frozen":
+            self.register_buffer("code_input", frozen_code_input(codebook, proj_out, c.dim))  # [C+1, dim]
         # masked frames are identical everywhere: a position embedding tells their tokens apart
         self.pos = nn.Parameter(torch.zeros(h * w, c.dim))
         # GenieRedux-G: the action enters every block. An embedding of the action added to the block
@@ -209,10 +241,12 @@ class Dynamics(nn.Module):
         B, T, h, w = tokens.shape
         ids = tokens.reshape(B, T, h * w)  # [B, T, N]
         x = self.embed(ids)  # [B, T, N, dim]
-        if self.config.token_input:
+        if self.config.token_input == "learned":
             # paper sec. 4 skip connection: the code vector itself; the mask gets a zero vector
             codes = F.pad(self.codebook, (0, 0, 0, 1))[ids]  # [B, T, N, code_dim]
             x = x + self.code_proj(codes)
+        elif self.config.token_input == "frozen":  # the same through the tokenizer's frozen projection: a lookup
+            x = x + self.code_input[ids]
         x = x + self.pos
         for block, action_embed, cache in zip(self.blocks, self.action_embed, caches or [None] * len(self.blocks)):
             x = block(x + action_embed(frame_actions)[:, :, None, :], cache)  # causal in time
@@ -256,12 +290,13 @@ class Dynamics(nn.Module):
         return context
 
     @torch.no_grad()
-    def maskgit(self, context, actions, steps=25, temperature=1.0, generator=None):
+    def maskgit(self, context, actions, steps=25, temperature=1.0, generator=None, anneal=False):
         """Sample the frames that follow `context`, made by actions [B, n], in `steps` MaskGIT steps.
 
         MaskGIT (Chang et al. 2022): start from fully masked frames; each step predicts every masked
         token, keeps the most confident ones and re-masks the rest, fewer every step (cosine schedule).
-        Only the new frames run through the model.
+        Only the new frames run through the model. anneal: step s samples at temperature
+        * (1 - (s+1)/steps), falling linearly to 0 (argmax) at the last step, as the authors' sampler does.
         Returns tokens [B, n, h, w]; `context.append` them to go on from there.
         """
         assert steps >= 1, f"MaskGIT needs at least one step, got steps={steps}"
@@ -272,7 +307,8 @@ class Dynamics(nn.Module):
             masked = ids == self.mask_id
             hidden = context.hidden(ids.view(B, n, h, w), actions).reshape(B, M, -1)  # [B, M, dim]
             # only masked tokens are scored; in blocks of rows whose logits stay in the CPU's cache (3x faster)
-            samples = [sample_codes(self.head(rows), temperature, generator) for rows in hidden[masked].split(2048)]
+            tau = temperature * (1 - (step + 1) / steps) if anneal else temperature
+            samples = [sample_codes(self.head(rows), tau, generator) for rows in hidden[masked].split(2048)]
             codes, confidence = (torch.cat(x) for x in zip(*samples))  # [K] each
             candidates = ids.masked_scatter(masked, codes)
             # tokens fixed earlier stay fixed: infinite confidence
@@ -289,28 +325,29 @@ class Dynamics(nn.Module):
             f"actions {tuple(actions.shape)} should be [B, Tc-1+n_frames] = {(B, Tc - 1 + n_frames)}"
 
     @torch.no_grad()
-    def generate(self, context_tokens, actions, n_frames, steps=25, temperature=1.0, generator=None, use_cache=True):
+    def generate(self, context_tokens, actions, n_frames, steps=25, temperature=1.0, generator=None, use_cache=True,
+                 anneal=False):
         """Single-pass ("one go"): all n_frames future frames masked at once, one MaskGIT run over them.
 
         context_tokens [B, Tc, h, w], actions [B, Tc-1+n_frames] -> tokens [B, Tc+n_frames, h, w].
         temperature 0 samples the argmax (deterministic); steps=1 at temperature 0 = one argmax pass.
-        use_cache=False re-runs the context at every step: slower, the same tokens.
+        use_cache=False re-runs the context at every step: slower, the same tokens. anneal: see maskgit.
         """
         self._check_actions(context_tokens, actions, n_frames)
         Tc = context_tokens.shape[1]
         context = self.context(context_tokens, actions[:, :Tc - 1], use_cache=use_cache)
-        new = self.maskgit(context, actions[:, Tc - 1:], steps, temperature, generator)
+        new = self.maskgit(context, actions[:, Tc - 1:], steps, temperature, generator, anneal)
         return torch.cat([context_tokens, new], dim=1)
 
     @torch.no_grad()
     def generate_autoregressive(self, context_tokens, actions, n_frames, steps=25, temperature=1.0, generator=None,
-                                use_cache=True):
+                                use_cache=True, anneal=False):
         """Like generate, but one frame at a time: each new frame is generated, then fed back as context."""
         self._check_actions(context_tokens, actions, n_frames)
         Tc = context_tokens.shape[1]
         context, frames = self.context(context_tokens, actions[:, :Tc - 1], use_cache=use_cache), [context_tokens]
         for t in range(Tc - 1, Tc - 1 + n_frames):
-            frames.append(self.maskgit(context, actions[:, t:t + 1], steps, temperature, generator))
+            frames.append(self.maskgit(context, actions[:, t:t + 1], steps, temperature, generator, anneal))
             context.append(frames[-1], actions[:, t:t + 1])
         return torch.cat(frames, dim=1)
 

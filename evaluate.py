@@ -3,10 +3,12 @@
 GenieRedux paper sec. 5 (FID, PSNR, SSIM, and Genie's delta_t PSNR with t = 4). A test
 window is 2 context frames + 10 predicted frames, one every 20 frames of an episode, predicted in one
 MaskGIT run ("one-go") or frame by frame ("autoregressive"). Every table also has the tokenizer's own
-reconstruction (the ceiling) and a copy of the last context frame (the floor).
+reconstruction (the ceiling) and a copy of the last context frame (the floor); a GenieRedux model
+(latent actions) also the LAM's own reconstruction (paper Tab. 2).
 
     python evaluate.py --dynamics runs/dynamics/ckpt.pt --data data/airstriker --out runs/eval
     python evaluate.py --compare runs/eval_a runs/eval_b --out runs/compare   # one table over several evaluations
+    python evaluate.py --compare runs/eval_a --paper "GenieRedux-G" 33.41 0.92 18.88 --out runs/compare
 
 Reads the episodes in DIR/test, else DIR/val, else every .npz under DIR (any episode files), and the
 tokenizer checkpoint named in the dynamics checkpoint (or --tokenizer). Writes to --out: metrics.json,
@@ -34,6 +36,11 @@ from train import CheckpointError, load_checkpoint
 
 CONTEXT, HORIZON, STRIDE = 2, 10, 20  # frames given, frames predicted, frames between window starts
 DELTA_T = 4  # delta_t PSNR is read at the 4th predicted frame, as in Genie and the paper
+# The two ways of making x^' of delta_t PSNR, and the metrics.json key of each ("random" keeps the original one)
+DELTA_PROTOCOLS = {"random": "every action from the first predicted frame on replaced by a uniform random one (Genie)",
+                   "swap": f"only the action that makes predicted frame {DELTA_T} replaced, uniformly by one of the "
+                           "other actions (the authors' code)"}
+DELTA_KEYS = {"random": "delta_psnr", "swap": "delta_psnr_swap"}
 ACTION_LETTERS = "RLUDJ"  # RIGHT LEFT UP DOWN JUMP as one letter each: picture titles and play.py's --keys
 
 
@@ -72,29 +79,53 @@ def standard_error(values):
     return values.std().item() / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
 
+def row_metrics(p, s):
+    """A table row from per-window, per-predicted-frame PSNR and SSIM [N, HORIZON]; ± is the standard error."""
+    return {"psnr": p.mean().item(), "psnr_se": standard_error(p.mean(1)), "ssim": s.mean().item(),
+            "psnr_by_horizon": p.mean(0).tolist(), "ssim_by_horizon": s.mean(0).tolist()}
+
+
+def altered_actions(actions, num_actions, random_rng, swap_rng):
+    """x^' of delta_t PSNR (sec. 5): the true actions [B, 11] with some replaced, per protocol (DELTA_PROTOCOLS).
+
+    "random": every action that makes a predicted frame is uniform random (it may equal the true one).
+    "swap": only actions[:, CONTEXT + DELTA_T - 2], which makes predicted frame DELTA_T, is replaced, by one of
+    the other num_actions - 1 actions, each as likely. Both are drawn for every batch, each from its own generator,
+    so either protocol's actions are the same whether or not the other is evaluated.
+    """
+    B = len(actions)
+    random = torch.randint(num_actions, (B, HORIZON), generator=random_rng).to(actions.device)
+    other = torch.randint(1, num_actions, (B,), generator=swap_rng).to(actions.device)  # true + other: never true
+    at = CONTEXT + DELTA_T - 2
+    swapped = actions.clone()
+    swapped[:, at] = (actions[:, at] + other) % num_actions
+    return {"random": torch.cat([actions[:, :CONTEXT - 1], random], 1), "swap": swapped}
+
+
 @torch.no_grad()
 def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, temperature=1.0,
-                     batch_size=8, seed=0, inception=None, device="cpu"):
+                     batch_size=8, seed=0, inception=None, device="cpu", protocols=("random",), anneal=False):
     """Metrics of a dynamics model on test windows: the whole evaluation, without files.
 
     windows: (frames uint8 [12, H, W, 3], actions int64 [11]) pairs, e.g. from load_windows.
     tokenizer: encode(frames [B, T, H, W, 3]) -> ids [B, T, h, w]; decode(ids, caches) -> frames; decoder_caches().
     modes: "one-go" and/or "autoregressive". inception: a metrics.FIDInceptionV3, or None for no FID.
+    protocols: "random" and/or "swap", the delta_t PSNR protocols (DELTA_PROTOCOLS). anneal: see Dynamics.maskgit.
     Returns (metrics, a JSON-ready dict; sample, the first window's clips, tokens and actions).
     """
     device = torch.device(device)
     rows = [*modes, "tokenizer", "copy-last-frame"]
-    psnrs, ssims, random_psnrs = {r: [] for r in rows}, {r: [] for r in rows}, {m: [] for m in modes}
+    branches = {"random": "random actions", "swap": "swapped action"}  # protocol -> its clips' name
+    psnrs, ssims = {r: [] for r in rows}, {r: [] for r in rows}
+    altered_psnrs = {(m, p): [] for m in modes for p in protocols}  # PSNR(x_t, x^'_t) per window
     features = {r: FeatureStats() for r in ["truth", *rows]}  # Inception features of the frames, for FID
-    action_rng, sample = torch.Generator().manual_seed(seed), None
+    random_rng, swap_rng, sample = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1), None
     bar = tqdm(range(0, len(windows), batch_size), desc="evaluate", unit="batch")
     for start in bar:
         batch = windows[start:start + batch_size]
         frames = torch.from_numpy(np.stack([f for f, _ in batch])).to(device).float() / 255  # [B, 12, H, W, 3]
         actions = torch.from_numpy(np.stack([a for _, a in batch])).to(device)  # [B, 11]
-        # x^' of delta_t PSNR: the actions that make the predicted frames are replaced by uniform random ones
-        random = torch.randint(dynamics.config.num_actions, (len(batch), HORIZON), generator=action_rng).to(device)
-        random_actions = torch.cat([actions[:, :CONTEXT - 1], random], 1)  # [B, 11]
+        altered = altered_actions(actions, dynamics.config.num_actions, random_rng, swap_rng)
         truth = frames[:, CONTEXT:]  # [B, 10, H, W, 3]
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             tokens = tokenizer.encode(frames)  # [B, 12, h, w]
@@ -109,15 +140,16 @@ def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, 
             clips = {}
             for mode in modes:
                 generate = dynamics.generate if mode == "one-go" else dynamics.generate_autoregressive
-                for name, acts in (("true actions", actions), ("random actions", random_actions)):
-                    generator = torch.Generator(device).manual_seed(seed + start)  # both branches: same sampler noise
-                    out = generate(tokens[:, :CONTEXT], acts, HORIZON, steps, temperature, generator)
+                for name, acts in (("true actions", actions), *((branches[p], altered[p]) for p in protocols)):
+                    generator = torch.Generator(device).manual_seed(seed + start)  # every branch: same sampler noise
+                    out = generate(tokens[:, :CONTEXT], acts, HORIZON, steps, temperature, generator, anneal=anneal)
                     # x^' is scored at t only, and the decoder is causal: frames after t are decoded for the picture alone
                     shown = HORIZON if name == "true actions" or sample is None else DELTA_T
                     clips[f"{mode}, {name}"] = decode_predicted(out[:, CONTEXT:CONTEXT + shown])  # [B, shown, H, W, 3]
                 preds[mode] = clips[f"{mode}, true actions"]
                 at_t = DELTA_T - 1
-                random_psnrs[mode].append(psnr(truth[:, at_t], clips[f"{mode}, random actions"][:, at_t]).cpu())
+                for p in protocols:
+                    altered_psnrs[mode, p].append(psnr(truth[:, at_t], clips[f"{mode}, {branches[p]}"][:, at_t]).cpu())
         for row in rows:
             psnrs[row].append(psnr(truth, preds[row]).cpu())
             ssims[row].append(ssim(truth, preds[row]).cpu())
@@ -131,17 +163,33 @@ def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, 
         bar.set_postfix(psnr=f"{torch.cat(psnrs[rows[0]]).mean():.2f}")
 
     metrics = {"windows": len(windows), "context": CONTEXT, "horizon": HORIZON, "delta_t": DELTA_T,
-               "steps": steps, "temperature": temperature, "psnr_cap": PSNR_CAP, "rows": {}}
+               "steps": steps, "temperature": temperature, "anneal": anneal, "psnr_cap": PSNR_CAP,
+               "delta_protocols": {DELTA_KEYS[p]: f"{p}: {DELTA_PROTOCOLS[p]}" for p in protocols}, "rows": {}}
     for row in rows:
         p, s = torch.cat(psnrs[row]), torch.cat(ssims[row])  # [N, HORIZON]: per window, per predicted frame
-        fid = features[row].fid(features["truth"]) if inception else None
-        m = metrics["rows"][row] = {"psnr": p.mean().item(), "psnr_se": standard_error(p.mean(1)),
-                                    "ssim": s.mean().item(), "fid": fid,
-                                    "psnr_by_horizon": p.mean(0).tolist(), "ssim_by_horizon": s.mean(0).tolist()}
-        if row in modes:  # delta_t PSNR = PSNR(x_t, x^_t) - PSNR(x_t, x^'_t), t = DELTA_T
-            delta = p[:, DELTA_T - 1] - torch.cat(random_psnrs[row])  # [N]
-            m["delta_psnr"], m["delta_psnr_se"] = delta.mean().item(), standard_error(delta)
+        m = metrics["rows"][row] = row_metrics(p, s)
+        m["fid"] = features[row].fid(features["truth"]) if inception else None
+        for protocol in protocols if row in modes else ():  # delta_t PSNR = PSNR(x_t, x^_t) - PSNR(x_t, x^'_t)
+            delta, key = p[:, DELTA_T - 1] - torch.cat(altered_psnrs[row, protocol]), DELTA_KEYS[protocol]  # [N]
+            m[key], m[f"{key}_se"] = delta.mean().item(), standard_error(delta)
     return metrics, sample
+
+
+@torch.no_grad()
+def lam_reconstruction(lam, windows, batch_size=8, device="cpu"):
+    """The LAM's own reconstruction (paper Tab. 2, "LAM"): each predicted frame of the windows made by the LAM's
+    decoder from the frames before it and the latent action its encoder infers from the frame itself.
+
+    Returns a table row as evaluate_windows makes them (no FID).
+    """
+    device, psnrs, ssims = torch.device(device), [], []
+    for start in tqdm(range(0, len(windows), batch_size), desc="LAM reconstruction", unit="batch"):
+        frames = torch.from_numpy(np.stack([f for f, _ in windows[start:start + batch_size]])).to(device).float() / 255
+        with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
+            pred = lam(frames)[0][:, CONTEXT - 1:].float()  # lam predicts frames 1..11; the windows' 10 predicted ones
+        psnrs.append(psnr(frames[:, CONTEXT:], pred).cpu())
+        ssims.append(ssim(frames[:, CONTEXT:], pred).cpu())
+    return row_metrics(torch.cat(psnrs), torch.cat(ssims))
 
 
 @torch.no_grad()
@@ -160,26 +208,50 @@ def token_uncertainty(dynamics, tokens, actions):
 # ---------------------------------------------------------------------------
 
 ROW_NAMES = {"one-go": "dynamics, one-go", "autoregressive": "dynamics, autoregressive",
-             "tokenizer": "tokenizer reconstruction (ceiling)", "copy-last-frame": "copy last context frame (floor)"}
+             "tokenizer": "tokenizer reconstruction (ceiling)", "lam": "LAM reconstruction",
+             "copy-last-frame": "copy last context frame (floor)"}
 
 
-HEADER = [f"| PSNR (dB) ± s.e. | SSIM | delta_t PSNR (t={DELTA_T}) ± s.e. | FID |", "|---|---|---|---|---|"]
+def protocols_of(metrics):
+    """The delta_t PSNR protocols an evaluation reports (metrics.json from before the swap protocol: random)."""
+    keys = metrics.get("delta_protocols", {"delta_psnr": "random"})
+    return [p for p, key in DELTA_KEYS.items() if key in keys]
 
 
-def cells(m):
-    """One row's numbers as table cells; ± is the standard error across windows."""
-    delta = f"{m['delta_psnr']:.2f} ± {m['delta_psnr_se']:.2f}" if "delta_psnr" in m else "-"
-    fid = "unavailable" if m["fid"] is None else f"{m['fid']:.2f}"
-    return f"{m['psnr']:.2f} ± {m['psnr_se']:.2f} | {m['ssim']:.4f} | {delta} | {fid} |"
+def header(protocols):
+    """The table's header after the label column: one delta_t PSNR column per protocol, named by it."""
+    deltas = "".join(f" delta_t PSNR (t={DELTA_T}, {p}) ± s.e. |" for p in protocols)
+    return [f"| PSNR (dB) ± s.e. | SSIM |{deltas} FID |", "|---|---|---|" + "---|" * (len(protocols) + 1)]
+
+
+def cells(m, protocols):
+    """One row's numbers as table cells; ± is the standard error across windows; "-" where a row has no such number."""
+    deltas = "".join(f" {m[k]:.2f} ± {m[k + '_se']:.2f} |" if k in m else " - |" for k in map(DELTA_KEYS.get, protocols))
+    fid = "-" if "fid" not in m else "unavailable" if m["fid"] is None else f"{m['fid']:.2f}"
+    se = f" ± {m['psnr_se']:.2f}" if "psnr_se" in m else ""
+    return f"{m['psnr']:.2f}{se} | {m['ssim']:.4f} |{deltas} {fid} |"
 
 
 def results_table(metrics):
     """The markdown table of results.md: one row per model, baseline and ceiling."""
-    lines = ["| " + HEADER[0], HEADER[1]]
-    for row, m in metrics["rows"].items():
-        lines.append(f"| {ROW_NAMES[row]} | {cells(m)}")
-    reason = metrics.get("fid_unavailable")
-    return "\n".join(lines + ([f"\nFID unavailable: {reason}"] if reason else []))
+    protocols = protocols_of(metrics)
+    top, rule = header(protocols)
+    lines = ["| " + top, rule] + [f"| {ROW_NAMES[row]} | {cells(m, protocols)}" for row, m in metrics["rows"].items()]
+    return "\n".join(lines + notes(metrics))
+
+
+def notes(metrics):
+    """The lines under a table: what each delta_t PSNR column means, and why FID is missing."""
+    lines = [f"delta_t PSNR, {text}." for text in metrics.get("delta_protocols", {}).values()]
+    if metrics.get("fid_unavailable"):
+        lines.append(f"FID unavailable: {metrics['fid_unavailable']}")
+    return [f"\n{line}" for line in lines]
+
+
+def sampling(metrics):
+    """How the frames were sampled, for the text above a table."""
+    anneal = " annealed linearly to 0 over the steps" if metrics.get("anneal") else ""
+    return f"MaskGIT {metrics['steps']} steps, temperature {metrics['temperature']}{anneal}"
 
 
 def to_uint8(frames):
@@ -229,8 +301,8 @@ def write_report(out, metrics, sample, uncertainty):
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "results.md").write_text(
         f"# Evaluation of {metrics.get('dynamics', 'a model')}\n\n{metrics['windows']} windows ({CONTEXT} context + "
-        f"{HORIZON} predicted frames) of {metrics.get('data', 'episodes')}; MaskGIT {metrics['steps']} steps, temperature "
-        f"{metrics['temperature']}; PSNR capped at {PSNR_CAP:.1f} dB (8-bit rounding noise).\n\n"
+        f"{HORIZON} predicted frames) of {metrics.get('data', 'episodes')}; {sampling(metrics)}; "
+        f"PSNR capped at {PSNR_CAP:.1f} dB (8-bit rounding noise).\n\n"
         f"{results_table(metrics)}\n\n![PSNR by horizon](horizon.png)\n![rollouts](rollouts.png)\n")
     plot_horizon({ROW_NAMES[row]: m["psnr_by_horizon"] for row, m in metrics["rows"].items()}, out / "horizon.png")
 
@@ -250,31 +322,38 @@ def write_report(out, metrics, sample, uncertainty):
               colorbar=("magma", "entropy / ln(codes)"))
 
 
-def compare(run_dirs, out):
-    """One table and one figure over several evaluations on the same test set (loop.sh, paper Tab. 5).
+def compare(run_dirs, out, paper=()):
+    """One table and one figure over several evaluations on the same test set (loop.sh, paper Tabs. 2, 4, 5).
 
     run_dirs: evaluate.py output folders (their metrics.json); writes OUT/results.md and OUT/results.png.
+    paper: (label, PSNR, SSIM, FID or None) rows of the paper's own numbers, added under ours for reference.
     """
     runs = {Path(d).name: json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs}
-    lines = ["| model " + HEADER[0], HEADER[1]]
-    bars = {}
+    protocols = [p for p in DELTA_KEYS if any(p in protocols_of(m) for m in runs.values())]
+    top, rule = header(protocols)
+    lines, bars, shown = ["| model " + top, rule], {}, (protocols or ["random"])[0]  # the bars: the first protocol
+    key = DELTA_KEYS[shown]
     for name, metrics in runs.items():
         for row, m in metrics["rows"].items():
             if row == "copy-last-frame" and name != next(iter(runs)):
                 continue  # the floor depends only on the test set: one row is enough
             label = f"{name}, {ROW_NAMES[row]}" if row != "copy-last-frame" else ROW_NAMES[row]
-            lines.append(f"| {label} | {cells(m)}")
-            if "delta_psnr" in m:
-                bars[f"{name}\n{row}"] = (m["psnr"], m["delta_psnr"])
+            lines.append(f"| {label} | {cells(m, protocols)}")
+            if key in m:
+                bars[f"{name}\n{row}"] = (m["psnr"], m[key])
+    for label, psnr_db, ssim_value, fid in paper:  # no standard errors: the paper gives none
+        m = {"psnr": psnr_db, "ssim": ssim_value, **({"fid": fid} if fid is not None else {})}
+        lines.append(f"| paper: {label} | {cells(m, protocols)}")
     first = next(iter(runs.values()))
-    reason = first.get("fid_unavailable")
+    merged = {"delta_protocols": {k: v for m in runs.values() for k, v in m.get("delta_protocols", {}).items()},
+              "fid_unavailable": first.get("fid_unavailable")}
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "results.md").write_text(
         f"# Results\n\n{first['windows']} test windows of {first.get('data', 'the test set')} ({CONTEXT} context + "
-        f"{HORIZON} predicted frames), MaskGIT {first['steps']} steps, temperature {first['temperature']}.\n\n"
-        + "\n".join(lines) + (f"\n\nFID unavailable: {reason}" if reason else "") + "\n\n![results](results.png)\n")
+        f"{HORIZON} predicted frames), {sampling(first)}.\n\n"
+        + "\n".join(lines + notes(merged)) + "\n\n![results](results.png)\n")
     floor = first["rows"]["copy-last-frame"]["psnr"]
-    plot_comparison(bars, ("PSNR (dB)", f"delta_t PSNR (t={DELTA_T})"), floor, Path(out) / "results.png")
+    plot_comparison(bars, ("PSNR (dB)", f"delta_t PSNR (t={DELTA_T}, {shown})"), floor, Path(out) / "results.png")
     print((Path(out) / "results.md").read_text())
 
 
@@ -368,6 +447,12 @@ def parse_args(argv=None):
                    help="10 frames in one MaskGIT run, one frame at a time, or both (default both)")
     p.add_argument("--steps", type=int, default=25, help="MaskGIT steps per generated frame or run (default 25)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0 = argmax (default 1.0)")
+    p.add_argument("--anneal", action="store_true",
+                   help="MaskGIT step s of S samples at temperature * (1 - (s+1)/S), linear to argmax at the last step")
+    p.add_argument("--delta-protocol", choices=["random", "swap", "both"], default="random",
+                   help=f"delta_t PSNR's altered actions: random, every action from the first predicted frame on uniform "
+                        f"random (Genie's; default); swap, only the action that makes predicted frame {DELTA_T}, by another "
+                        f"one (the authors' code); both")
     p.add_argument("--max-windows", type=int, help="evaluate at most this many test windows (default: all)")
     p.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the random actions (default 0)")
@@ -375,7 +460,13 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default cuda if present)")
     p.add_argument("--compare", nargs="+", metavar="EVAL_DIR", help="tabulate several evaluation folders into OUT/results.md and OUT/results.png")
+    p.add_argument("--paper", nargs=4, action="append", default=[], metavar=("LABEL", "PSNR", "SSIM", "FID"),
+                   help="--compare: add a row of the paper's numbers under ours (FID - when there is none); repeatable")
     args = p.parse_args(argv)
+    try:
+        args.paper = [(label, float(a), float(b), None if c == "-" else float(c)) for label, a, b, c in args.paper]
+    except ValueError:
+        p.error("--paper takes LABEL PSNR SSIM FID: three numbers after the label (FID may be -)")
     if not args.compare and not (args.dynamics and args.data):
         p.error("--dynamics CKPT and --data DIR are required (or --compare EVAL_DIR ...)")
     for flag in ("steps", "batch_size", "max_windows"):
@@ -388,12 +479,13 @@ def main(argv=None):
     args = parse_args(argv)
     check_writable(args.out)  # before any work
     if args.compare:
-        return compare(args.compare, args.out)
+        return compare(args.compare, args.out, args.paper)
     dynamics, tokenizer, lam = load_models(args.dynamics, args.tokenizer, args.device)
     folder = test_folder(args.data)
     windows = load_windows(folder, args.max_windows, tokenizer.config.resolution)
     action_names, agreement = load_episode(find_episodes(folder)[0])["action_names"], None
     if lam is not None:
+        lam_row = lam_reconstruction(lam, windows, args.batch_size, args.device)
         windows, agreement = latent_windows(lam, windows, args.batch_size, args.device)
     elif max(int(a.max()) for _, a in windows) >= dynamics.config.num_actions:
         raise EpisodeError(f"episodes in {folder} use action ids beyond the model's {dynamics.config.num_actions} actions")
@@ -402,8 +494,11 @@ def main(argv=None):
     except FIDUnavailable as e:
         inception, fid_reason = None, str(e)
     modes = ["one-go", "autoregressive"] if args.mode == "both" else [args.mode]
-    metrics, sample = evaluate_windows(dynamics, tokenizer, windows, modes, args.steps,
-                                       args.temperature, args.batch_size, args.seed, inception, args.device)
+    protocols = ["random", "swap"] if args.delta_protocol == "both" else [args.delta_protocol]
+    metrics, sample = evaluate_windows(dynamics, tokenizer, windows, modes, args.steps, args.temperature, args.batch_size,
+                                       args.seed, inception, args.device, protocols, args.anneal)
+    if lam is not None:
+        metrics["rows"]["lam"] = lam_row
     metrics.update(dynamics=str(args.dynamics), data=str(folder), fid_unavailable=fid_reason, lam_agreement=agreement)
     uncertainty = token_uncertainty(dynamics, sample["tokens"].to(args.device), sample["actions"].to(args.device))
     write_report(args.out, metrics, sample, uncertainty)

@@ -49,9 +49,9 @@ class Player:
     """
 
     def __init__(self, dynamics, tokenizer, frames, actions, steps=25, temperature=1.0, memory=16,
-                 device="cpu", seed=0, action_map=None):
+                 device="cpu", seed=0, action_map=None, anneal=False):
         self.dynamics, self.tokenizer, self.memory, self.action_map = dynamics, tokenizer, memory, action_map
-        self.steps, self.temperature = steps, temperature
+        self.steps, self.temperature, self.anneal = steps, temperature, anneal
         self.frames = torch.as_tensor(frames, device=device)[None]  # [1, Tc, H, W, 3]
         self.actions = torch.as_tensor(actions, device=device)[None]  # [1, Tc-1]
         self.generator = torch.Generator(device).manual_seed(seed)
@@ -68,7 +68,7 @@ class Player:
         """action: index in RIGHT LEFT UP DOWN JUMP -> the next frame, uint8 [H, W, 3]."""
         action = self.action_map[action] if self.action_map is not None else action
         actions = self.actions.new_tensor([[action]])  # [1, 1]
-        tokens = self.dynamics.maskgit(self.context, actions, self.steps, self.temperature, self.generator)
+        tokens = self.dynamics.maskgit(self.context, actions, self.steps, self.temperature, self.generator, self.anneal)
         self.context.append(tokens, actions)  # the new frame is context from now on
         return to_uint8(self.tokenizer.decode(tokens, self.decoder)[0, -1].float().cpu().numpy())
 
@@ -132,7 +132,7 @@ def benchmark(args):
         for _ in range(n):
             start = time.perf_counter()
             actions = player.actions.new_tensor([[0]])
-            tokens = dynamics.maskgit(player.context, actions, args.steps, args.temperature, player.generator)
+            tokens = dynamics.maskgit(player.context, actions, args.steps, args.temperature, player.generator, args.anneal)
             player.context.append(tokens, actions)
             sync()
             middle = time.perf_counter()
@@ -149,7 +149,7 @@ def benchmark(args):
         timed_steps(max(0, args.memory - 3))  # fill the memory
         full = timed_steps(args.frames)
     print(f"play --preset {args.preset} on {device}, random weights, {args.steps} MaskGIT steps, temperature "
-          f"{args.temperature}, memory {args.memory} frames ({dynamics.config.grid[0]}x{dynamics.config.grid[1]} tokens):")
+          f"{args.temperature}{' annealed to 0' if args.anneal else ''}, memory {args.memory} frames ({dynamics.config.grid[0]}x{dynamics.config.grid[1]} tokens):")
     for name, (sample, decode) in (("first key", first), ("full memory", full)):
         print(f"  {name:11s}: {1 / (sample + decode):6.1f} frames/s | {1000 * (sample + decode):6.1f} ms per frame = "
               f"{1000 * sample:.1f} ms MaskGIT + {1000 * decode:.1f} ms decoding")
@@ -169,6 +169,8 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/play", help="--keys: folder for play.gif and play.png (default runs/play)")
     p.add_argument("--steps", type=int, default=8, help="MaskGIT steps per generated frame (default 8)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0 = argmax (default 1.0)")
+    p.add_argument("--anneal", action="store_true",
+                   help="MaskGIT step s of S samples at temperature * (1 - (s+1)/S), linear to argmax at the last step")
     p.add_argument("--memory", type=int, default=16, help="frames the model looks back on, the clip length (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
     p.add_argument("--benchmark", action="store_true", help="print generated frames/s of --preset with random weights")
@@ -203,7 +205,7 @@ def main(argv=None):
         code_of = np.array(agreement["confusion"]).argmax(0).tolist()
     frames, actions = windows[args.window]
     player = Player(dynamics, tokenizer, frames[:CONTEXT], actions[:CONTEXT - 1], args.steps, args.temperature,
-                    args.memory, args.device, args.seed, code_of)
+                    args.memory, args.device, args.seed, code_of, args.anneal)
     if args.keys is None:
         return play_window(player)
     played = play_keys(player, args.keys)

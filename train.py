@@ -266,13 +266,16 @@ def parse_args(argv=None):
     p.add_argument("--data", help="folder of .npz episodes; DIR/train and DIR/val are used when they exist")
     p.add_argument("--preset", choices=["tiny", "small", "paper"], default="small", help="model size (default small)")
     p.add_argument("--tokenizer", help="dynamics: checkpoint of the frozen tokenizer whose tokens it learns")
-    p.add_argument("--no-token-input", action="store_true", help="dynamics: no codebook vectors in the input (paper Tab. 4)")
+    p.add_argument("--token-input", choices=["learned", "frozen", "none"], default="learned",
+                   help="dynamics: add each token's code vector to its embedding through a learned projection (default), "
+                        "the tokenizer's frozen output projection times 10 (the authors' code), or not at all (paper Tab. 4)")
     p.add_argument("--no-tdce", action="store_true", help="dynamics: plain cross-entropy, no TDCE (paper eq. 1, Tab. 4)")
     p.add_argument("--tdce-lambda", type=float, default=1.0, help="dynamics: weight of the TDCE distance term (default 1.0)")
     p.add_argument("--actions", choices=["gt", "latent"], default="gt",
                    help="dynamics: the true actions (GenieRedux-G, default) or a frozen LAM's codes (GenieRedux)")
     p.add_argument("--lam", help="dynamics --actions latent: checkpoint of the frozen LAM (train one with --model lam)")
     p.add_argument("--num-actions", type=int, default=7, help="lam: latent action codes (default 7, the paper's CoinRun)")
+    p.add_argument("--lam-patch", type=int, help="lam: patch side in pixels, e.g. 8 or 4 on 64x64 frames (default: the preset's, 16)")
     p.add_argument("--seq-len", type=int, default=16, help="frames per clip (default 16)")
     p.add_argument("--stride", type=int, default=8, help="frames between the starts of an episode's clips (default 8)")
     p.add_argument("--steps", type=int, default=20000, help="optimiser steps in total (default 20000)")
@@ -304,6 +307,9 @@ def parse_args(argv=None):
     for flag in ("lr", "steps", "batch_size", "seq_len", "grad_accum", "eval_every", "log_every"):
         if getattr(args, flag) <= 0:
             p.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    resolution = LAM_PRESETS[args.preset].resolution
+    if args.lam_patch is not None and (args.lam_patch <= 0 or resolution % args.lam_patch):
+        p.error(f"--lam-patch must divide the LAM's {resolution}-pixel frames, got {args.lam_patch}")
     return args
 
 
@@ -335,7 +341,7 @@ def build_model(args, frozen, lam, train, val, device):
     Model, _, presets = MODELS[args.model]
     config = presets[args.preset]
     if args.model == "lam":
-        return Model(replace(config, num_actions=args.num_actions)).to(device)
+        return Model(replace(config, num_actions=args.num_actions, patch=args.lam_patch or config.patch)).to(device)
     if args.model == "tokenizer":
         return Model(config).to(device)
     paths, names = (train.paths + val.paths, train.action_names + val.action_names) if train and not lam else ([], [])
@@ -345,9 +351,13 @@ def build_model(args, frozen, lam, train, val, device):
                                 f"a dynamics model needs one action set; train on episodes that share it")
     config = replace(config, num_codes=frozen.config.num_codes, code_dim=frozen.config.code_dim, grid=frozen.grid,
                      num_actions=lam.config.num_actions if lam else len(names[0]) if names else config.num_actions,
-                     token_input=not args.no_token_input,
+                     token_input=args.token_input,
                      tdce=not args.no_tdce, tdce_lambda=args.tdce_lambda)  # the paper's Tab. 4 ablation switches
-    return Model(config, codebook=frozen.codebook()).to(device)
+    if args.token_input == "frozen" and frozen.config.dim != config.dim:
+        raise TrainingError(f"--token-input frozen adds the tokenizer's {frozen.config.dim}-wide decoder input to the "
+                            f"dynamics model's {config.dim}-wide embedding: use a --preset of the same width, or "
+                            f"--token-input learned")
+    return Model(config, codebook=frozen.codebook(), proj_out=frozen.vq.proj_out).to(device)
 
 
 def restore(args, model, ckpt_path, device):

@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dynamics import PRESETS, Dynamics, code_distance, random_mask, sample_codes, tdce_loss, token_entropy
+import dynamics
+from dynamics import PRESETS, Dynamics, DynamicsConfig, code_distance, random_mask, sample_codes, tdce_loss, token_entropy
 from metrics import psnr
+from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer
 from toy import MOVES, decode_patches, encode_patches, toy_batch
 
 SMALL = replace(PRESETS["tiny"], grid=(4, 4), num_codes=16)  # fast enough for unit tests
@@ -70,15 +72,50 @@ def test_a_codebook_of_another_shape_is_a_clear_error():
 def test_token_input_uses_the_codebook_and_can_be_switched_off():
     tokens, actions = random_clip()
     outputs = {}
-    for token_input in (True, False):
+    for token_input in ("learned", "frozen", "none"):
         for seed in (1, 2):
             torch.manual_seed(0)
             codebook = torch.randn(SMALL.num_codes, SMALL.code_dim, generator=torch.Generator().manual_seed(seed))
             model = Dynamics(replace(SMALL, token_input=token_input), codebook=codebook).eval()
             with torch.no_grad():
                 outputs[token_input, seed] = model(tokens, actions)
-    assert not torch.allclose(outputs[True, 1], outputs[True, 2])
-    torch.testing.assert_close(outputs[False, 1], outputs[False, 2])
+    assert not torch.allclose(outputs["learned", 1], outputs["learned", 2])
+    assert not torch.allclose(outputs["frozen", 1], outputs["frozen", 2])
+    torch.testing.assert_close(outputs["none", 1], outputs["none", 2])
+    assert [DynamicsConfig(token_input=b).token_input for b in (True, False)] == ["learned", "none"]  # old checkpoints
+    with pytest.raises(ValueError, match="'learned', 'frozen' or 'none'"):
+        Dynamics(replace(SMALL, token_input="both"))
+
+
+def test_frozen_token_input_is_the_tokenizers_projection_and_never_trains():
+    torch.manual_seed(0)
+    tokenizer = Tokenizer(TOKENIZER_PRESETS["tiny"])  # as wide as the tiny dynamics model: 64
+    config = replace(SMALL, num_codes=tokenizer.config.num_codes, token_input="frozen")
+    model = Dynamics(config, codebook=tokenizer.codebook(), proj_out=tokenizer.vq.proj_out)
+    with torch.no_grad():  # the tokenizer's own decoder input of every code, times 10; zeros for the mask
+        expected = F.pad(10 * tokenizer.vq.embed(torch.arange(config.num_codes)), (0, 0, 0, 1))
+    torch.testing.assert_close(model.code_input, expected)
+    assert model.code_proj is None and "code_input" in model.state_dict()  # a buffer: the checkpoint carries it
+    assert not {id(p) for p in tokenizer.parameters()} & {id(p) for p in model.parameters()}
+    projection, table = [p.detach().clone() for p in tokenizer.vq.proj_out.parameters()], model.code_input.clone()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, config.num_codes, (2, 4, *config.grid), generator=g)
+    actions = torch.randint(0, 5, (2, 3), generator=g)
+    for _ in range(3):
+        loss, _ = model.loss({"tokens": tokens, "actions": actions})
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert all(p.grad is None for p in tokenizer.parameters())  # no gradient reaches the tokenizer
+    assert all(torch.equal(p, q) for p, q in zip(tokenizer.vq.proj_out.parameters(), projection))
+    assert torch.equal(model.code_input, table)  # and the frozen copy did not train either
+    fresh = Dynamics(config).eval()  # no tokenizer at hand: the state dict brings the table
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(tokens, actions), model.eval()(tokens, actions))
+    with pytest.raises(ValueError, match="64-wide decoder input to a 32-wide embedding"):
+        Dynamics(replace(config, dim=32), codebook=tokenizer.codebook(), proj_out=tokenizer.vq.proj_out)
 
 
 def test_loss_metrics_and_tdce_switch():
@@ -180,6 +217,36 @@ def test_sampler_randomness(generate):
         tokens[:, :2], actions, 3, steps=4, temperature=temperature, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(run(0.0, 0), run(0.0, 1))  # temperature 0: argmax, no randomness
     assert torch.equal(run(1.0, 0), run(1.0, 0)) and not torch.equal(run(1.0, 0), run(1.0, 1))
+
+
+@pytest.mark.parametrize("generate", ["generate", "generate_autoregressive"])
+def test_annealed_sampling_ends_in_the_argmax(generate):
+    model = small_model()
+    tokens, actions = random_clip(T=5)
+    run = lambda temperature, steps, anneal, seed=0: getattr(model, generate)(  # noqa: E731
+        tokens[:, :2], actions, 3, steps=steps, temperature=temperature, generator=torch.Generator().manual_seed(seed),
+        anneal=anneal)
+    argmax = run(0.0, 4, False)
+    assert torch.equal(run(0.0, 4, True), argmax) and torch.equal(run(1e-6, 4, True), argmax)  # temperature -> 0
+    assert torch.equal(run(5.0, 1, True), run(0.0, 1, False))  # the last step samples at temperature 0
+    assert not torch.equal(run(5.0, 4, True, 0), run(5.0, 4, True, 1))  # but the steps before it sample
+
+
+def test_annealing_changes_only_the_temperature_of_each_step(monkeypatch):
+    model = small_model()
+    tokens, actions = random_clip(T=5)
+    seen, sample = [], dynamics.sample_codes
+    monkeypatch.setattr(dynamics, "sample_codes", lambda logits, t, g=None: seen.append(t) or sample(logits, t, g))
+    run = lambda anneal: model.generate(tokens[:, :2], actions, 3, steps=4, temperature=2.0,  # noqa: E731
+                                        generator=torch.Generator().manual_seed(0), anneal=anneal)
+    annealed = run(True)
+    assert seen == pytest.approx([1.5, 1.0, 0.5, 0.0])  # 2 * (1 - (step + 1) / 4): linear to 0 at the last step
+    seen.clear()
+    constant = run(False)
+    assert seen == [2.0] * 4 and not torch.equal(annealed, constant)
+    schedule = iter([1.5, 1.0, 0.5, 0.0])  # constant-temperature sampling told the annealed temperatures
+    monkeypatch.setattr(dynamics, "sample_codes", lambda logits, t, g=None: sample(logits, next(schedule), g))
+    assert torch.equal(run(False), annealed)
 
 
 def test_cosine_schedule_of_masked_tokens(monkeypatch):

@@ -42,7 +42,7 @@ class Oracle:
     """A perfectly controllable world model for toy data: moves the square's 2x2 tokens by the action."""
     config = SimpleNamespace(num_actions=len(ACTION_NAMES))
 
-    def generate(self, context_tokens, actions, n_frames, steps=25, temperature=1.0, generator=None):
+    def generate(self, context_tokens, actions, n_frames, steps=25, temperature=1.0, generator=None, anneal=False):
         frames = list(context_tokens.unbind(1))
         for k in range(n_frames):
             frames.append(torch.stack([self.move(f, int(a)) for f, a in
@@ -58,7 +58,7 @@ class Oracle:
     def context(self, tokens, actions, window=None):
         return SimpleNamespace(last=tokens[:, -1:], append=lambda tokens, actions: None)
 
-    def maskgit(self, context, actions, steps=25, temperature=1.0, generator=None):
+    def maskgit(self, context, actions, steps=25, temperature=1.0, generator=None, anneal=False):
         new = self.generate(context.last, actions, 1)[:, 1:]
         context.last = new
         return new
@@ -223,10 +223,55 @@ def test_delta_psnr_is_zero_for_a_model_that_ignores_actions():
     for embed in model.action_embed:
         torch.nn.init.zeros_(embed.weight)  # the actions no longer reach the model
     tokenizer = ToyTokenizer(lambda ids: decode_patches(ids % 2))  # random codes -> random black/white patches
-    metrics, _ = evaluate.evaluate_windows(model, tokenizer, toy_windows(1), steps=2, temperature=1.0)
+    metrics, _ = evaluate.evaluate_windows(model, tokenizer, toy_windows(1), steps=2, temperature=1.0,
+                                           protocols=("random", "swap"))
     m = metrics["rows"]["one-go"]
-    assert m["delta_psnr"] == 0  # same sampler noise in both branches: identical frames
+    assert m["delta_psnr"] == 0 and m["delta_psnr_swap"] == 0  # same sampler noise in all branches: identical frames
     assert m["psnr"] < 20  # and they were sampled, not trivially exact
+
+
+def test_swapped_action_changes_only_the_action_of_frame_t_and_never_keeps_it():
+    actions = torch.randint(5, (20000, evaluate.CONTEXT + evaluate.HORIZON - 1), generator=torch.Generator().manual_seed(1))
+    altered = evaluate.altered_actions(actions, 5, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    at = evaluate.CONTEXT + evaluate.DELTA_T - 2  # actions[:, at] makes predicted frame t
+    changed = altered["swap"] != actions
+    assert changed[:, at].all() and not changed[:, :at].any() and not changed[:, at + 1:].any()
+    offsets = torch.bincount((altered["swap"][:, at] - actions[:, at]) % 5, minlength=5)  # uniform over the 4 others
+    assert offsets[0] == 0 and (offsets[1:] - 5000).abs().max() < 250  # 5000 +- ~3.5 sigma
+    assert torch.equal(altered["random"][:, :evaluate.CONTEXT - 1], actions[:, :evaluate.CONTEXT - 1])
+    assert (altered["random"][:, evaluate.CONTEXT - 1:] == actions[:, evaluate.CONTEXT - 1:]).float().mean() < 0.25
+
+
+def test_swap_delta_of_the_oracle_is_the_psnr_lost_at_frame_t():
+    windows = toy_windows(3)
+    metrics, sample = evaluate.evaluate_windows(Oracle(), ToyTokenizer(), windows, ("one-go", "autoregressive"),
+                                                batch_size=2, protocols=("random", "swap"))
+    at = evaluate.CONTEXT + evaluate.DELTA_T - 2
+    swap_rng, lost = torch.Generator().manual_seed(1), []
+    for start in range(0, len(windows), 2):  # the oracle's frame t after the swapped action, by hand
+        actions = torch.from_numpy(np.stack([a for _, a in windows[start:start + 2]]))
+        other = torch.randint(1, 5, (len(actions),), generator=swap_rng)
+        for (frames, _), a, o in zip(windows[start:start + 2], actions, other):
+            t_tokens = Oracle.move(encode_patches(torch.from_numpy(frames[at])), (int(a[at]) + int(o)) % 5)
+            truth = torch.from_numpy(frames[at + 1]).float() / 255
+            lost.append(PSNR_CAP - psnr(truth, decode_patches(t_tokens)).item())
+    for mode in ("one-go", "autoregressive"):
+        m = metrics["rows"][mode]
+        assert m["delta_psnr_swap"] == pytest.approx(np.mean(lost), rel=1e-5) and m["delta_psnr_swap"] > 5
+        assert m["delta_psnr"] > 5
+    assert set(metrics["delta_protocols"]) == {"delta_psnr", "delta_psnr_swap"}
+    assert "random" in metrics["delta_protocols"]["delta_psnr"] and "swap" in metrics["delta_protocols"]["delta_psnr_swap"]
+    swapped, true = sample["clips"]["one-go, swapped action"], sample["clips"]["one-go, true actions"]
+    assert torch.equal(swapped[:at + 1], true[:at + 1])  # the frames before t are the true ones
+
+
+def test_random_protocol_numbers_do_not_depend_on_the_swap_protocol():
+    model = Dynamics(replace(DYNAMICS_PRESETS["tiny"], grid=(16, 16))).eval()
+    tokenizer = ToyTokenizer(lambda ids: decode_patches(ids % 2))
+    alone, _ = evaluate.evaluate_windows(model, tokenizer, toy_windows(1), steps=2, batch_size=1)
+    both, _ = evaluate.evaluate_windows(model, tokenizer, toy_windows(1), steps=2, batch_size=1, protocols=("random", "swap"))
+    assert alone["rows"]["one-go"]["delta_psnr"] == both["rows"]["one-go"]["delta_psnr"] != 0
+    assert "delta_psnr_swap" not in alone["rows"]["one-go"] and list(alone["delta_protocols"]) == ["delta_psnr"]
 
 
 def test_report_files(tmp_path):
@@ -262,6 +307,44 @@ def test_compare_tabulates_several_evaluations(tmp_path):
         assert f"| {row} |" in table
     assert table.count("copy last context frame (floor)") == 1
     assert np.asarray(Image.open(tmp_path / "results.png").convert("RGB"), np.float32).std() > 10
+
+
+def test_compare_names_each_protocol_and_adds_the_papers_numbers(tmp_path):
+    oracle, windows = Oracle(), toy_windows(1)
+    for name, protocols in (("old", ("random",)), ("swap", ("swap",)), ("both", ("random", "swap"))):
+        metrics, sample = evaluate.evaluate_windows(oracle, ToyTokenizer(), windows, protocols=protocols, anneal=True)
+        evaluate.write_report(tmp_path / name, metrics, sample, torch.zeros(11, 16, 16))
+    old = json.loads((tmp_path / "old" / "metrics.json").read_text())
+    del old["delta_protocols"], old["anneal"]  # as evaluate.py wrote it before the swap protocol
+    (tmp_path / "old" / "metrics.json").write_text(json.dumps(old))
+    assert "delta_t PSNR (t=4, swap)" in (tmp_path / "swap" / "results.md").read_text()
+    evaluate.main(["--compare", *(str(tmp_path / n) for n in ("both", "old", "swap")), "--out", str(tmp_path),
+                   "--paper", "GenieRedux-G", "33.41", "0.92", "18.88", "--paper", "LAM", "33.97", "0.92", "-"])
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    assert "| model | PSNR (dB) ± s.e. | SSIM | delta_t PSNR (t=4, random) ± s.e. | delta_t PSNR (t=4, swap) ± s.e. | FID |" in lines
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines if line.startswith("| ")}
+    assert rows["old, dynamics, one-go"][2] != "-" and rows["old, dynamics, one-go"][3] == "-"
+    assert rows["swap, dynamics, one-go"][2] == "-" and rows["swap, dynamics, one-go"][3] != "-"
+    assert "-" not in rows["both, dynamics, one-go"][2:4]
+    assert rows["paper: GenieRedux-G"] == ["33.41", "0.9200", "-", "-", "18.88 |"]
+    assert rows["paper: LAM"][-1] == "- |"
+    text = "\n".join(lines)
+    assert "annealed linearly to 0" in text and "delta_t PSNR, swap: only the action" in text
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--compare", str(tmp_path / "old"), "--paper", "x", "high", "0.9", "-"])
+
+
+def test_lam_reconstruction_row():
+    class CopyLAM(torch.nn.Module):  # "predicts" each frame as the one before it: the floor, exactly
+        def forward(self, frames):
+            return frames[:, :-1], None, None, None
+
+    windows = toy_windows(1)
+    row = evaluate.lam_reconstruction(CopyLAM(), windows, batch_size=1)
+    frames = torch.from_numpy(np.stack([f for f, _ in windows])).float() / 255
+    assert row["psnr"] == pytest.approx(psnr(frames[:, 2:], frames[:, 1:-1]).mean().item(), rel=1e-6)
+    assert len(row["psnr_by_horizon"]) == evaluate.HORIZON and "fid" not in row
+    assert evaluate.cells(row, ["random"]).endswith("| - | - |")
 
 
 def gif_seconds(path):
@@ -375,3 +458,6 @@ def test_cli_errors_are_one_line(tmp_path, checkpoints):
 def test_play_help_works(tmp_path):
     result = run_script("play.py", "--help", cwd=tmp_path)
     assert result.returncode == 0 and "--keys" in result.stdout and "--benchmark" in result.stdout
+    assert "--anneal" in result.stdout
+    result = run_script("evaluate.py", "--help", cwd=tmp_path)
+    assert result.returncode == 0 and all(flag in result.stdout for flag in ("--anneal", "--delta-protocol", "--paper"))
