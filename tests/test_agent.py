@@ -274,7 +274,7 @@ def test_exploration_report(trained):
         assert len(curve) == 26 and curve[0] == 1 and np.all(np.diff(curve) >= 0) and curve[-1] == report[name]["coverage"]
     assert (folder / "report" / "report.png").stat().st_size > 0 and "agent" in result.stdout
     run_script("agent.py", "--report", "--agent", folder / "run" / "agent.pt", "--report-steps", 24,
-                         "--max-steps", 12, "--device", "cpu", "--out", folder / "report-no-world-model")
+               "--max-steps", 12, "--device", "cpu", "--out", folder / "report-no-world-model")
     assert "autoexplore_reward" not in json.loads((folder / "report-no-world-model" / "report.json").read_text())["agent"]
 
 
