@@ -31,9 +31,9 @@ case $size in
          "${LAM_STEPS:=1500}" "${LAM_PATCH:=16}" "${DYNAMICS_STEPS:=2000}" "${BATCH:=8}" "${SEQ_LEN:=12}" \
          "${EVAL_WINDOWS:=64}" "${MASKGIT_STEPS:=8}" "${TEMPERATURE:=0}" ;;
   gpu) : "${PRESET:=small}" "${EPISODES:=2000}" "${TEST_EPISODES:=100}" "${MAX_STEPS:=500}" "${WORKERS:=8}" \
-         "${TOKENIZER_STEPS:=8000}" "${TOKENIZER_BATCH:=16}" "${TOKENIZER_SEQ_LEN:=16}" \
-         "${LAM_STEPS:=8000}" "${LAM_PATCH:=16}" "${DYNAMICS_STEPS:=8000}" "${BATCH:=16}" "${SEQ_LEN:=16}" \
-         "${EVAL_WINDOWS:=1000}" "${MASKGIT_STEPS:=25}" "${TEMPERATURE:=0}" ;;
+         "${TOKENIZER_STEPS:=2000}" "${TOKENIZER_BATCH:=16}" "${TOKENIZER_SEQ_LEN:=16}" \
+         "${LAM_STEPS:=2000}" "${LAM_PATCH:=16}" "${DYNAMICS_STEPS:=2500}" "${BATCH:=16}" "${SEQ_LEN:=16}" \
+         "${EVAL_WINDOWS:=256}" "${MASKGIT_STEPS:=25}" "${TEMPERATURE:=0}" ;;
   *) echo "error: --size must be cpu or gpu, got '$size'" >&2; exit 2 ;;
 esac
 [ "$fresh" = 1 ] && rm -rf "$out"

@@ -34,9 +34,9 @@ case $size in
          "${DYNAMICS_STEPS:=1500}" "${BATCH:=8}" "${SEQ_LEN:=12}" \
          "${EVAL_WINDOWS:=100}" "${MASKGIT_STEPS:=8}" "${TEMPERATURE:=0}" ;;
   gpu) : "${PRESET:=small}" "${EPISODES:=500}" "${TEST_EPISODES:=25}" "${MAX_STEPS:=1000}" "${WORKERS:=8}" \
-         "${TOKENIZER_STEPS:=8000}" "${TOKENIZER_BATCH:=16}" "${TOKENIZER_SEQ_LEN:=16}" \
-         "${DYNAMICS_STEPS:=8000}" "${BATCH:=16}" "${SEQ_LEN:=16}" \
-         "${EVAL_WINDOWS:=4000}" "${MASKGIT_STEPS:=25}" "${TEMPERATURE:=0}" ;;
+         "${TOKENIZER_STEPS:=2000}" "${TOKENIZER_BATCH:=16}" "${TOKENIZER_SEQ_LEN:=16}" \
+         "${DYNAMICS_STEPS:=2000}" "${BATCH:=16}" "${SEQ_LEN:=16}" \
+         "${EVAL_WINDOWS:=256}" "${MASKGIT_STEPS:=25}" "${TEMPERATURE:=0}" ;;
   *) echo "error: --size must be cpu or gpu, got '$size'" >&2; exit 2 ;;
 esac
 [ "$fresh" = 1 ] && rm -rf "$out"
