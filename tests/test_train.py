@@ -128,7 +128,7 @@ def test_ddp_two_ranks_on_cpu(airstriker_data, tmp_path):
     assert len(firsts) == 2 and firsts[0].startswith("rank 0/2") and firsts[1].startswith("rank 1/2")
     assert firsts[0].split()[-1] != firsts[1].split()[-1]  # the ranks read different clips
     assert [r["step"] for r in records(out)] == [0, 1, 2, 3]  # logged once: only rank 0 writes
-    assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "curves.png", "metrics.jsonl", "samples.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "ckpt.pt", "curves.png", "metrics.jsonl", "samples.png"]
 
 
 def test_best_checkpoint_is_the_lowest_validation_loss_not_the_last(tokenizer_run, airstriker_data, tmp_path):
