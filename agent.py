@@ -1,10 +1,10 @@
 """AutoExplore agent: an actor-critic that seeks out the world model's uncertainty (paper sec. 4, eqs. 2-4).
 
-IRIS's actor-critic (actor_critic.py: 4 conv3x3 + max-pool layers, an LSTM, actor and critic heads) plays
-a real game, trained with PPO over worker processes (as CleanRL's ppo_atari_lstm). The game's reward is
-never used: at each step the frozen tokenizer and dynamics model see o(t-4), o(t-3) and the four
-actions since, predict o(t-2)..o(t), and the reward is the mean of the top 25% of o(t)'s normalised
-token entropies. `--reward env` trains the same agent on the game's own reward instead.
+IRIS's actor-critic (actor_critic.py: 4 conv3x3 + max-pool layers, an LSTM, actor and critic heads)
+plays a real game, trained with PPO over a gymnasium AsyncVectorEnv (as CleanRL's ppo_atari_lstm). The
+game's reward is never used: at each step the frozen tokenizer and dynamics model see o(t-4), o(t-3) and
+the four actions since, predict o(t-2)..o(t), and the reward is the mean of the top 25% of o(t)'s
+normalised token entropies. `--reward env` trains the same agent on the game's own reward instead.
 
     python agent.py --env Airstriker-Genesis-v0 --dynamics runs/dynamics/ckpt.pt --out runs/agent
     python agent.py --report --agent runs/agent/agent.pt --dynamics runs/dynamics/ckpt.pt --out runs/agent
@@ -30,7 +30,7 @@ from torch.distributions import Categorical
 
 from actor_critic import PRESETS, ActorCritic, AgentConfig, Policy
 from dynamics import token_entropy
-from envs import AgentGame, Envs, GameError, check_env, make_game
+from envs import AgentGame, GameError, agent_envs, check_env, last_frames, make_game
 from episodes import check_writable
 from train import CheckpointError, load_world_model, read_checkpoint, save_checkpoint
 
@@ -117,12 +117,12 @@ def train(args, make_env=None):
     torch.manual_seed(args.seed + start)
     world = load_world_model(args.dynamics, device) if args.reward == "autoexplore" else None
     make_env = make_env or functools.partial(make_game, args.env, 1, config.resolution)
-    envs = Envs(make_env, args.num_envs, args.frame_skip, args.max_steps, args.seed + start)
     N, T, R = args.num_envs, args.num_steps, config.resolution
+    envs = agent_envs(make_env, N, args.frame_skip, args.max_steps, R)
     num_updates = max(1, args.total_steps // (N * T))
     obs_buf = torch.zeros(T, N, R, R, 3, dtype=torch.uint8, device=device)
     starts_buf, actions_buf, logp_buf, values_buf, rewards_buf = torch.zeros(5, T, N, device=device)
-    frames = envs.reset()
+    frames, _ = envs.reset(seed=[[args.seed + start, i] for i in range(N)])  # seeds from (seed, env index); obs is the frame
     history, obs, starts = History(frames), torch.from_numpy(frames).to(device), torch.ones(N, device=device)
     state, ep_length, ep_return = model.initial_state(N, device), np.zeros(N, np.int64), np.zeros(N)
     bar = tqdm(range(start, num_updates), initial=start, total=num_updates, desc=f"agent ({args.reward})", unit="update")
@@ -141,8 +141,9 @@ def train(args, make_env=None):
             action = dist.sample()
             actions_buf[t], logp_buf[t], values_buf[t] = action, dist.log_prob(action), value[0]
             action_np = action.cpu().numpy()
-            frames, next_obs, env_reward, done = envs.step(action_np)
-            history.push(action_np, frames)
+            next_obs, env_reward, terminated, truncated, infos = envs.step(action_np)
+            done = terminated | truncated
+            history.push(action_np, last_frames(infos, done))
             # paper eqs. 2-4: the world model's uncertainty; the game's reward only with --reward env
             # (sign-clipped, as for Atari)
             reward = intrinsic_reward(world, history) if world else np.sign(env_reward)

@@ -13,10 +13,10 @@ so scripts that just read episodes run on machines without emulators.
 import csv
 import difflib
 import functools
-import multiprocessing
 import re
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 
 from episodes import square_resize
@@ -184,7 +184,7 @@ def select_games(selection):
 
 
 # ---------------------------------------------------------------------------
-# Games as the agent sees them, in worker processes (one emulator per process)
+# Games as the agent sees them: action repeat with max-pooling, as gymnasium envs for the vector env
 # ---------------------------------------------------------------------------
 
 class AgentGame:
@@ -216,43 +216,45 @@ class AgentGame:
         self.game.close()
 
 
-def env_worker(pipe, make_env, frame_skip, max_steps, seed, index):
-    """One game in its own process. Per action it replies (o(t), next obs, env reward, done) and
-    restarts a finished episode itself (then `next obs` is the new episode's first frame)."""
-    game, rng, steps = AgentGame(make_env(), frame_skip), np.random.default_rng([seed, index]), 0
-    pipe.send(game.reset(int(rng.integers(2**31))))
-    while (action := pipe.recv()) is not None:
-        frame, reward, done = game.step(action)
-        steps += 1
-        done = done or frame is None or steps >= max_steps
-        frame, obs = game.obs if frame is None else frame, game.obs  # obs stands in for a missing last frame
-        if done:
-            obs, steps = game.reset(int(rng.integers(2**31))), 0
-        pipe.send((frame, obs, reward, done))
-    game.close()
+class AgentEnv(gymnasium.Env):
+    """An AgentGame as a gymnasium env, for agent.py's AsyncVectorEnv (one game per worker process).
 
+    obs is AgentGame.obs, what the policy sees; info["frame"] is o(t), the last raw frame the reward's
+    History holds. An episode is truncated after `max_steps` agent steps. The first reset takes
+    seed=[seed, env index] and every later reset draws its game's seed from it.
+    """
 
-class Envs:
-    """N games stepped in lockstep, each in a spawned worker: the parent never opens an emulator."""
+    action_space = gymnasium.spaces.Discrete(len(ACTION_NAMES))
 
-    def __init__(self, make_env, n, frame_skip, max_steps, seed):
-        ctx, self.pipes = multiprocessing.get_context("spawn"), []
-        for i in range(n):
-            parent, child = ctx.Pipe()
-            ctx.Process(target=env_worker, args=(child, make_env, frame_skip, max_steps, seed, i), daemon=True).start()
-            child.close()  # a worker that dies then raises EOFError here instead of hanging
-            self.pipes.append(parent)
+    def __init__(self, make_env, frame_skip, max_steps, resolution):
+        self.make_env, self.frame_skip, self.max_steps, self.game = make_env, frame_skip, max_steps, None
+        self.observation_space = gymnasium.spaces.Box(0, 255, (resolution, resolution, 3), np.uint8)
 
-    def reset(self):
-        """First frames [N, H, W, 3]; right after a reset the observation is the frame itself."""
-        return np.stack([pipe.recv() for pipe in self.pipes])
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        # AsyncVectorEnv builds one env in the parent to read its spaces: the game opens at the first reset, in a worker
+        self.game, self.steps = self.game or AgentGame(self.make_env(), self.frame_skip), 0
+        return self.game.reset(int(self.rng.integers(2**31))), {}
 
-    def step(self, actions):
-        """actions [N] -> frames o(t), next observations [N, H, W, 3], env rewards [N], dones [N]."""
-        for pipe, action in zip(self.pipes, actions):
-            pipe.send(int(action))
-        return [np.stack(x) for x in zip(*(pipe.recv() for pipe in self.pipes))]
+    def step(self, action):
+        frame, reward, done = self.game.step(int(action))
+        self.steps += 1
+        info = {"frame": self.game.obs if frame is None else frame}  # obs stands in for a missing last frame
+        return self.game.obs, reward, done or frame is None, self.steps >= self.max_steps, info
 
     def close(self):
-        for pipe in self.pipes:
-            pipe.send(None)
+        if self.game:
+            self.game.close()
+
+
+def agent_envs(make_env, n, frame_skip, max_steps, resolution):
+    """n AgentEnvs stepped in lockstep, each in a spawned worker (the parent never opens an emulator).
+    SAME_STEP autoreset: a finished env's next obs is already its new episode's first frame."""
+    return gymnasium.vector.AsyncVectorEnv([functools.partial(AgentEnv, make_env, frame_skip, max_steps, resolution)] * n,
+                                           context="spawn", autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
+
+
+def last_frames(infos, done):
+    """o(t) [N, H, W, 3] of a vector step: with SAME_STEP autoreset a finished env's info is infos["final_info"]."""
+    return np.where(done[:, None, None, None], infos.get("final_info", {}).get("frame", 0), infos.get("frame", 0))

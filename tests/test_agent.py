@@ -1,5 +1,7 @@
 """agent.py: the AutoExplore reward (paper eqs. 2-4) and its inputs, the actor-critic's LSTM, action
-repeat with max-pooling, PPO learning a toy game, and the whole loop on Airstriker with a tiny world model."""
+repeat with max-pooling, the vector env's same-step restart, PPO learning a toy game, and the whole loop
+on Airstriker with a tiny world model."""
+import functools
 import json
 import math
 import os
@@ -167,6 +169,48 @@ def test_action_repeat_returns_last_frame_and_pools_the_last_two():
     assert done and reward == 3.0 and frame[0, 3, 0] == 255  # the repeat stops at the episode's end
     retro_like = SimpleNamespace(env=SimpleNamespace(data=SimpleNamespace(lookup_all=lambda: {"lives": 3, "x": 41})))
     assert agent.ram_x(retro_like) == 41 and agent.ram_x(SubstepGame()) is None  # the report's distance
+
+
+class CountGame:
+    """envs.py interface at frame_skip 1: pixel (0, 0) holds the sub-step count, (0, 1) the episode's seed mod 256."""
+
+    def __init__(self, end_at=None):
+        self.end_at = end_at
+
+    def reset(self, seed):
+        self.k, self.seed = 0, seed
+        return self.frame()
+
+    def frame(self):
+        frame = np.zeros((64, 64, 3), np.uint8)
+        frame[0, 0, 0], frame[0, 1, 0] = self.k, self.seed % 256
+        return frame
+
+    def step(self, action, render=True):
+        self.k += 1
+        return self.frame() if render else None, 0.0, self.k == self.end_at
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("end_at, max_steps, last", [(None, 3, 6), (5, 100, 5)])  # truncated; game over
+def test_vector_env_restarts_a_finished_episode_in_the_same_step(end_at, max_steps, last):
+    vector = envs.agent_envs(functools.partial(CountGame, end_at), 2, frame_skip=2, max_steps=max_steps, resolution=64)
+    try:
+        seeds = [np.random.default_rng([7, i]).integers(2**31, size=2) % 256 for i in range(2)]  # per env, episodes 1, 2
+        obs, _ = vector.reset(seed=[[7, 0], [7, 1]])
+        assert obs[:, 0, :2, 0].tolist() == [[0, s[0]] for s in seeds]
+        for t in (1, 2):
+            obs, _, terminated, truncated, infos = vector.step(np.zeros(2, np.int64))
+            assert not (terminated | truncated).any() and obs[:, 0, :2, 0].tolist() == [[2 * t, s[0]] for s in seeds]
+        obs, _, terminated, truncated, infos = vector.step(np.zeros(2, np.int64))
+        assert terminated.tolist() == [end_at is not None] * 2 and truncated.tolist() == [end_at is None] * 2
+        # o(t) is the old episode's last frame; the next obs is already the new episode's first
+        assert envs.last_frames(infos, terminated | truncated)[:, 0, :2, 0].tolist() == [[last, s[0]] for s in seeds]
+        assert obs[:, 0, :2, 0].tolist() == [[0, s[1]] for s in seeds]
+    finally:
+        vector.close()
 
 
 # ---------------------------------------------------------------------------
