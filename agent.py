@@ -29,10 +29,10 @@ from matplotlib.figure import Figure
 from torch.distributions import Categorical
 
 from actor_critic import PRESETS, ActorCritic, AgentConfig, Policy
+from checkpoints import CheckpointError, load_world_model, read_checkpoint, save_checkpoint
 from dynamics import token_entropy
 from envs import AgentGame, GameError, agent_envs, check_env, last_frames, make_game
 from episodes import check_writable
-from train import CheckpointError, load_world_model, read_checkpoint, save_checkpoint
 
 
 # ---------------------------------------------------------------------------
@@ -74,7 +74,7 @@ class History:
 @torch.no_grad()
 def world_uncertainty(world, frames, actions, chunk=256):
     """frames uint8 [B, 2, H, W, 3] = o(t-4), o(t-3), actions [B, 4] = a(t-4)..a(t-1) -> rewards [B]."""
-    tokenizer, dynamics = world
+    dynamics, tokenizer = world
     device = dynamics.codebook.device
     out = []
     for i in range(0, len(frames), chunk):
@@ -115,7 +115,7 @@ def train(args, make_env=None):
     out.mkdir(parents=True, exist_ok=True)
     (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # drop rows past the checkpoint
     torch.manual_seed(args.seed + start)
-    world = load_world_model(args.dynamics, device) if args.reward == "autoexplore" else None
+    world = load_world_model(args.dynamics, device=device)[:2] if args.reward == "autoexplore" else None
     make_env = make_env or functools.partial(make_game, args.env, 1, config.resolution)
     N, T, R = args.num_envs, args.num_steps, config.resolution
     envs = agent_envs(make_env, N, args.frame_skip, args.max_steps, R)
@@ -255,7 +255,7 @@ def report(args):
     World-model-free measures: coarse pictures reached (coverage curve), distinct frames, x reached (where the
     game names it in RAM), the game's return. With --dynamics also the AutoExplore reward the agent trained on.
     """
-    world, results = load_world_model(args.dynamics, args.device) if args.dynamics else None, {}
+    world, results = load_world_model(args.dynamics, device=args.device)[:2] if args.dynamics else None, {}
     agent = Policy.from_checkpoint(read_checkpoint(args.agent, "--agent"), f"agent:{args.agent}", args.epsilon)
     for policy in (Policy(), agent):
         game = AgentGame(make_game(args.env, 1, 64), args.frame_skip)

@@ -75,7 +75,7 @@ def open_policy(path, epsilon):
     if (path, epsilon) not in _POLICY:
         import torch
         from actor_critic import Policy
-        from train import read_checkpoint
+        from checkpoints import read_checkpoint
         torch.set_num_threads(1)  # one worker per core: a policy step must not spread over the others
         _POLICY.clear()
         name = f"agent:{Path(path).parent.name}/{Path(path).name}"
@@ -241,7 +241,7 @@ def main(argv=None):
     check_writable(args.out)  # before any work
     remove_stale_tmp(args.out)  # left by a run killed mid-write; a running collector's files stay
     if args.policy == "agent":  # a bad checkpoint fails here, in one line, before any episode is played
-        from train import CheckpointError
+        from checkpoints import CheckpointError
         try:
             open_policy(args.agent, args.epsilon)
         except CheckpointError as e:

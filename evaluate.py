@@ -25,14 +25,14 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
-from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
+from checkpoints import CheckpointError, load_world_model
 from dynamics import token_entropy
 from episodes import EpisodeError, check_writable, find_episodes, load_episode
 from metrics import PSNR_CAP, WEIGHTS_NAME, FeatureStats, FIDUnavailable, inception_features, load_inception, psnr, ssim
-from train import CheckpointError, load_checkpoint
+from pictures import save_gif, save_grid, to_uint8
 
 CONTEXT, HORIZON, STRIDE = 2, 10, 20  # frames given, frames predicted, frames between window starts
 DELTA_T = 4  # delta_t PSNR is read at the 4th predicted frame, as in Genie and the paper
@@ -254,35 +254,6 @@ def sampling(metrics):
     return f"MaskGIT {metrics['steps']} steps, temperature {metrics['temperature']}{anneal}"
 
 
-def to_uint8(frames):
-    """float numpy frames in [0, 1] -> uint8."""
-    return np.round(np.clip(frames, 0, 1) * 255).astype(np.uint8)
-
-
-def save_gif(path, frames, fps=4, scale=4):
-    """frames: list of uint8 [H, W, 3] -> an animated GIF, upscaled `scale` times with nearest pixels."""
-    from PIL import Image  # Pillow comes with matplotlib
-    images = [Image.fromarray(f.repeat(scale, 0).repeat(scale, 1)) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0)
-
-
-def save_grid(rows, titles, path, colorbar=None):
-    """One picture of rows of frames: rows is {label: float [T, H, W, 3] in [0, 1]}; columns are time steps."""
-    framed = {k: np.pad(to_uint8(v), ((0, 0), (0, 2), (0, 2), (0, 0)), constant_values=255)
-              for k, v in rows.items()}  # white gaps; uint8 draws faster than floats
-    H, W = next(iter(framed.values())).shape[1:3]
-    grid = np.concatenate([np.concatenate(list(frames), 1) for frames in framed.values()], 0)  # [rows*H, T*W, 3]
-    fig = Figure(figsize=(grid.shape[1] / 70 + 2, grid.shape[0] / 70 + 0.5))
-    ax = fig.subplots()
-    ax.imshow(grid, interpolation="nearest")
-    ax.set_xticks(np.arange(len(titles)) * W + W / 2, titles, fontsize=7)
-    ax.set_yticks(np.arange(len(rows)) * H + H / 2, list(rows), fontsize=7)
-    ax.tick_params(length=0, labeltop=True, labelbottom=False)
-    if colorbar:
-        fig.colorbar(ScalarMappable(cmap=colorbar[0]), ax=ax, label=colorbar[1], fraction=0.02)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-
-
 def plot_horizon(curves, path):
     """PSNR against the predicted frame: curves is {label: PSNR (dB) of predicted frames 1, 2, ...}."""
     fig = Figure(figsize=(5, 3.5), layout="tight")
@@ -419,24 +390,6 @@ def plot_confusion(confusion, action_names, path):
     fig.savefig(path, dpi=100)
 
 
-def load_models(dynamics_path, tokenizer_path, device):
-    """(dynamics, tokenizer, lam or None) from train.py checkpoints; the tokenizer defaults to the one the dynamics
-    recorded, and a GenieRedux model (trained on latent actions) comes with the LAM it recorded."""
-    dynamics, ckpt = load_checkpoint(dynamics_path, "dynamics", "--dynamics", device)
-    if tokenizer_path is None:
-        tokenizer_path = ckpt.get("tokenizer")
-        if not tokenizer_path or not Path(tokenizer_path).is_file():
-            raise CheckpointError(f"the tokenizer {dynamics_path} was trained on ({tokenizer_path}) is not there: "
-                                  f"pass --tokenizer PATH")
-    tokenizer = load_checkpoint(tokenizer_path, "tokenizer", "--tokenizer", device)[0]
-    codes = tokenizer.codebook()  # the dynamics model keeps a copy of the codebook its tokens index
-    if dynamics.codebook.shape != codes.shape or not torch.allclose(dynamics.codebook, codes, atol=1e-5):
-        raise CheckpointError(f"--tokenizer {tokenizer_path} has other codes than the tokenizer {dynamics_path} "
-                              f"was trained on")
-    lam = load_checkpoint(ckpt["lam"], "lam", f"the LAM of --dynamics {dynamics_path}", device)[0] if ckpt.get("lam") else None
-    return dynamics, tokenizer, lam
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dynamics", help="dynamics checkpoint written by train.py (required but for --compare)")
@@ -480,7 +433,7 @@ def main(argv=None):
     check_writable(args.out)  # before any work
     if args.compare:
         return compare(args.compare, args.out, args.paper)
-    dynamics, tokenizer, lam = load_models(args.dynamics, args.tokenizer, args.device)
+    dynamics, tokenizer, lam = load_world_model(args.dynamics, args.tokenizer, args.device)
     folder = test_folder(args.data)
     windows = load_windows(folder, args.max_windows, tokenizer.config.resolution)
     action_names, agreement = load_episode(find_episodes(folder)[0])["action_names"], None

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from checkpoints import CheckpointError, load_world_model
 from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics
 from episodes import EpisodeError, check_writable
-from evaluate import (ACTION_LETTERS, CONTEXT, latent_windows, load_models, load_windows, save_gif, save_grid,
-                      test_folder, to_uint8)
+from evaluate import ACTION_LETTERS, CONTEXT, latent_windows, load_windows, test_folder
+from pictures import save_gif, save_grid, to_uint8
 from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer
-from train import CheckpointError
 
 # Play keys -> actions of the shared set RIGHT LEFT UP DOWN JUMP: the one place that maps keys to actions
 # (--keys letters are ACTION_LETTERS, in the same order). A model driven by latent actions (GenieRedux's
@@ -193,7 +193,7 @@ def main(argv=None):
         return benchmark(args)
     if args.keys is not None:
         check_writable(args.out)  # before any work
-    dynamics, tokenizer, lam = load_models(args.dynamics, args.tokenizer, args.device)
+    dynamics, tokenizer, lam = load_world_model(args.dynamics, args.tokenizer, args.device)
     folder = test_folder(args.data)
     # play needs one start window, but a LAM's key mapping needs the agreement of its codes over many
     windows = load_windows(folder, args.window + 1 if lam is None else None, tokenizer.config.resolution)

@@ -18,7 +18,6 @@ same without the optimizer, at the lowest validation loss so far), metrics.jsonl
 clips above the model's frames) and, for dynamics, tokens_<split>.npy: the frozen tokenizer's ids of every clip.
 """
 import argparse
-import io
 import json
 import math
 import os
@@ -39,73 +38,16 @@ from torch.utils.data import DataLoader, default_collate
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from checkpoints import MODELS, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from data import Batches, Clips, barrier, clip_order, tokenize_clips
-from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics, DynamicsConfig
-from episodes import EpisodeError, check_writable, write_atomic
-from lam import LAM, PRESETS as LAM_PRESETS, LAMConfig
+from episodes import EpisodeError, check_writable
+from lam import PRESETS as LAM_PRESETS
 from metrics import mse_to_psnr, psnr
-from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer, TokenizerConfig
-
-MODELS = {"tokenizer": (Tokenizer, TokenizerConfig, TOKENIZER_PRESETS),  # model type -> class, config, presets
-          "dynamics": (Dynamics, DynamicsConfig, DYNAMICS_PRESETS), "lam": (LAM, LAMConfig, LAM_PRESETS)}
+from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer
 
 
 class TrainingError(Exception):
     """A run that cannot start or go on (missing flag, diverged loss); main() prints its one line."""
-
-
-# ---------------------------------------------------------------------------
-# Checkpoints: {model, optimizer, config, model_type, preset, step, args, tokenizer, lam}
-# ---------------------------------------------------------------------------
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable, or of another model or configuration; one line with the fix."""
-
-
-def save_checkpoint(path, ckpt):
-    """Serialise in memory, then write atomically: a kill or a full disk never leaves half a checkpoint."""
-    buffer = io.BytesIO()
-    torch.save(ckpt, buffer)
-    write_atomic(path, lambda f: f.write(buffer.getbuffer()))
-
-
-def read_checkpoint(path, flag, device="cpu"):
-    """The checkpoint dict at `path` (given as `flag`), or a CheckpointError saying what is wrong with the file."""
-    if not Path(path).is_file():
-        raise CheckpointError(f"{flag} {path} not found: train.py writes OUT/ckpt.pt, agent.py OUT/agent.pt")
-    try:
-        ckpt = torch.load(path, map_location=device)
-    except Exception as e:  # truncated zip, not a torch file, pickle errors
-        raise CheckpointError(f"{flag} {path} is not a readable checkpoint ({type(e).__name__}): the file is "
-                              f"truncated or corrupt; write it again") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(f"{flag} {path} is not a checkpoint of this project (no model and config in it)")
-    return ckpt
-
-
-def load_checkpoint(path, kind, flag, device="cpu"):
-    """Rebuild a `kind` model (tokenizer, lam, dynamics) from its checkpoint, no other flags needed.
-
-    Returns (model in eval mode, checkpoint dict); a dynamics codebook comes back with the weights.
-    """
-    ckpt = read_checkpoint(path, flag, device)
-    if ckpt.get("model_type") != kind:
-        raise CheckpointError(f"{flag} {path} holds a {ckpt.get('model_type', 'agent')} model, not a {kind} model")
-    Model, Config, _ = MODELS[kind]
-    try:
-        model = Model(Config(**ckpt["config"])).to(device)
-        model.load_state_dict(ckpt["model"])
-    except (TypeError, RuntimeError) as e:  # a config or weights written by another version of the code
-        raise CheckpointError(f"{flag} {path} does not fit this code's {kind} ({type(e).__name__}); "
-                              f"train it again") from None
-    return model.eval(), ckpt
-
-
-def load_world_model(path, device):
-    """A dynamics checkpoint -> (tokenizer, dynamics), frozen, on `device`: agent.py's world model."""
-    dynamics, ckpt = load_checkpoint(path, "dynamics", "--dynamics", device)
-    tokenizer, _ = load_checkpoint(ckpt["tokenizer"], "tokenizer", f"the tokenizer of --dynamics {path}", device)
-    return tokenizer.requires_grad_(False), dynamics.requires_grad_(False)
 
 
 def check_compatible(ckpt, path, flag, args, config):

@@ -18,7 +18,7 @@ import agent
 import envs
 from actor_critic import Policy
 from episodes import find_episodes, load_episode
-from train import read_checkpoint
+from checkpoints import read_checkpoint
 from conftest import ROOT
 
 C = 1024  # codebook size of the hand-made logits
@@ -78,7 +78,7 @@ class FakeDynamics:
 def test_reward_gets_the_right_frames_and_actions():
     frame = lambda value: np.full((64, 64, 3), value, np.uint8)
     dynamics = FakeDynamics()
-    world = (FakeTokenizer(), dynamics)
+    world = (dynamics, FakeTokenizer())
     history = agent.History(np.stack([frame(0), frame(100)]))
     seen = [[0], [100]]  # per env the frames since its reset, and the actions between them
     acts = [[], []]

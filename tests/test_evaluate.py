@@ -14,13 +14,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 import evaluate
+from checkpoints import CheckpointError
 from conftest import ROOT
 from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics
 from episodes import EpisodeError
 from metrics import (PSNR_CAP, WEIGHTS_NAME, FeatureStats, FIDInceptionV3, FIDUnavailable, frechet_distance,
                      inception_features, load_inception, psnr, ssim)
+from pictures import save_gif
 from play import PlayError, Player, play_keys
-from train import CheckpointError
 from toy import ACTION_NAMES, MOVES, decode_patches, encode_patches, toy_episode, write_toy_dataset
 
 
@@ -367,7 +368,7 @@ def test_scripted_play_follows_the_keys(tmp_path):
     assert len(played) == 5 and np.array_equal(played[0], frames[1])
     xs = [square_x(f) for f in played]
     assert np.diff(xs[1:]).tolist() == [4, 4, 4]  # R moves the square 4 px right
-    evaluate.save_gif(tmp_path / "play.gif", played)
+    save_gif(tmp_path / "play.gif", played)
     assert gif_seconds(tmp_path / "play.gif") == 5 / 4
     with pytest.raises(PlayError, match="only the letters"):
         play_keys(player, "RX")

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from checkpoints import CheckpointError, load_checkpoint
 from data import Clips
 from episodes import EpisodeError
 from metrics import psnr
-from train import CheckpointError, TrainingError, evaluate, load_checkpoint, main
+from train import TrainingError, evaluate, main
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # every test trains through train.py

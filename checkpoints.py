@@ -1,0 +1,85 @@
+"""Checkpoints of every model: written atomically, read back with one-line errors, rebuilt from the file alone.
+
+A train.py checkpoint is a dict {model, optimizer, config, model_type, preset, step, args, val_loss, tokenizer, lam};
+the config alone rebuilds the model, so evaluate.py, play.py, agent.py and collect.py need no other flags.
+
+    from checkpoints import load_checkpoint, load_world_model
+    tokenizer, ckpt = load_checkpoint("runs/tokenizer/ckpt.pt", "tokenizer", "--tokenizer")
+    dynamics, tokenizer, lam = load_world_model("runs/dynamics/ckpt.pt")   # lam is None for GenieRedux-G
+"""
+import io
+from pathlib import Path
+
+import torch
+
+from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics, DynamicsConfig
+from episodes import write_atomic
+from lam import LAM, PRESETS as LAM_PRESETS, LAMConfig
+from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer, TokenizerConfig
+
+MODELS = {"tokenizer": (Tokenizer, TokenizerConfig, TOKENIZER_PRESETS),  # model type -> class, config, presets
+          "dynamics": (Dynamics, DynamicsConfig, DYNAMICS_PRESETS), "lam": (LAM, LAMConfig, LAM_PRESETS)}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, or of another model or configuration; one line with the fix."""
+
+
+def save_checkpoint(path, ckpt):
+    """Serialise in memory, then write atomically: a kill or a full disk never leaves half a checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    write_atomic(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def read_checkpoint(path, flag, device="cpu"):
+    """The checkpoint dict at `path` (given as `flag`), or a CheckpointError saying what is wrong with the file."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"{flag} {path} not found: train.py writes OUT/ckpt.pt, agent.py OUT/agent.pt")
+    try:
+        ckpt = torch.load(path, map_location=device)
+    except Exception as e:  # truncated zip, not a torch file, pickle errors
+        raise CheckpointError(f"{flag} {path} is not a readable checkpoint ({type(e).__name__}): the file is "
+                              f"truncated or corrupt; write it again") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{flag} {path} is not a checkpoint of this project (no model and config in it)")
+    return ckpt
+
+
+def load_checkpoint(path, kind, flag, device="cpu"):
+    """Rebuild a `kind` model (tokenizer, lam, dynamics) from its checkpoint, no other flags needed.
+
+    Returns (model in eval mode, checkpoint dict); a dynamics codebook comes back with the weights.
+    """
+    ckpt = read_checkpoint(path, flag, device)
+    if ckpt.get("model_type") != kind:
+        raise CheckpointError(f"{flag} {path} holds a {ckpt.get('model_type', 'agent')} model, not a {kind} model")
+    Model, Config, _ = MODELS[kind]
+    try:
+        model = Model(Config(**ckpt["config"])).to(device)
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, RuntimeError) as e:  # a config or weights written by another version of the code
+        raise CheckpointError(f"{flag} {path} does not fit this code's {kind} ({type(e).__name__}); "
+                              f"train it again") from None
+    return model.eval(), ckpt
+
+
+def load_world_model(dynamics_path, tokenizer_path=None, device="cpu"):
+    """A dynamics checkpoint -> (dynamics, tokenizer, lam or None), frozen and in eval mode, on `device`.
+
+    The tokenizer defaults to the one the dynamics model recorded; a GenieRedux model (trained on latent
+    actions) comes with the LAM it recorded.
+    """
+    dynamics, ckpt = load_checkpoint(dynamics_path, "dynamics", "--dynamics", device)
+    if tokenizer_path is None:
+        tokenizer_path = ckpt.get("tokenizer")
+        if not tokenizer_path or not Path(tokenizer_path).is_file():
+            raise CheckpointError(f"the tokenizer {dynamics_path} was trained on ({tokenizer_path}) is not there: "
+                                  f"pass --tokenizer PATH")
+    tokenizer = load_checkpoint(tokenizer_path, "tokenizer", "--tokenizer", device)[0]
+    codes = tokenizer.codebook()  # the dynamics model keeps a copy of the codebook its tokens index
+    if dynamics.codebook.shape != codes.shape or not torch.allclose(dynamics.codebook, codes, atol=1e-5):
+        raise CheckpointError(f"--tokenizer {tokenizer_path} has other codes than the tokenizer {dynamics_path} "
+                              f"was trained on")
+    lam = load_checkpoint(ckpt["lam"], "lam", f"the LAM of --dynamics {dynamics_path}", device)[0] if ckpt.get("lam") else None
+    return dynamics.requires_grad_(False), tokenizer.requires_grad_(False), lam and lam.requires_grad_(False)
