@@ -25,14 +25,13 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from checkpoints import CheckpointError, load_world_model
 from dynamics import token_entropy
 from episodes import EpisodeError, check_writable, find_episodes, load_episode
 from metrics import PSNR_CAP, WEIGHTS_NAME, FeatureStats, FIDUnavailable, inception_features, load_inception, psnr, ssim
-from pictures import save_gif, save_grid, to_uint8
+from pictures import plot_comparison, plot_confusion, plot_horizon, save_gif, save_grid, to_uint8
 
 CONTEXT, HORIZON, STRIDE = 2, 10, 20  # frames given, frames predicted, frames between window starts
 DELTA_T = 4  # delta_t PSNR is read at the 4th predicted frame, as in Genie and the paper
@@ -254,17 +253,6 @@ def sampling(metrics):
     return f"MaskGIT {metrics['steps']} steps, temperature {metrics['temperature']}{anneal}"
 
 
-def plot_horizon(curves, path):
-    """PSNR against the predicted frame: curves is {label: PSNR (dB) of predicted frames 1, 2, ...}."""
-    fig = Figure(figsize=(5, 3.5), layout="tight")
-    ax = fig.subplots()
-    for label, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
-    ax.set(xlabel="predicted frame (horizon)", ylabel="PSNR (dB)", title="PSNR by horizon")
-    ax.legend(fontsize=7)
-    fig.savefig(path, dpi=100)
-
-
 def write_report(out, metrics, sample, uncertainty):
     """metrics.json, results.md, horizon.png, rollouts.png/.gif, tokens.png, uncertainty.png into `out`."""
     out = Path(out)
@@ -328,23 +316,6 @@ def compare(run_dirs, out, paper=()):
     print((Path(out) / "results.md").read_text())
 
 
-def plot_comparison(bars, titles, floor, path):
-    """Two bar charts side by side: bars is {label: (PSNR, delta_t PSNR)}, titles theirs; floor (the PSNR of
-    copying the last context frame) is a dashed line on the first."""
-    fig = Figure(figsize=(max(6, 1.4 * len(bars)), 3.5), layout="tight")
-    axes = fig.subplots(1, 2)
-    for ax, k, title in zip(axes, range(2), titles):
-        ax.bar(list(bars), [v[k] for v in bars.values()], color="tab:blue")
-        ax.set_title(title)
-        ax.tick_params(axis="x", labelsize=7, labelrotation=30)
-        for label in ax.get_xticklabels():  # long run names must not overlap
-            label.set(ha="right", rotation_mode="anchor")
-    axes[0].axhline(floor, color="grey", ls="--", label=f"copy last frame {floor:.1f}")
-    axes[0].legend(fontsize=7)
-    axes[0].set_ylim(min(floor, *(v[0] for v in bars.values())) - 2, None)
-    fig.savefig(path, dpi=100)
-
-
 # ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
@@ -376,18 +347,6 @@ def write_agreement(out, agreement, action_names):
                 "whose true action is their code's majority).\n\n| code | transitions | majority action | purity |\n"
                 "|---|---|---|---|\n" + "\n".join(rows) + "\n\n![agreement](lam_agreement.png)\n")
     plot_confusion(confusion, action_names, Path(out) / "lam_agreement.png")
-
-
-def plot_confusion(confusion, action_names, path):
-    """The LAM's codes against the true actions: counts [codes, true actions], each row shaded by its shares."""
-    fig = Figure(figsize=(1 + 0.6 * confusion.shape[1], 1 + 0.4 * confusion.shape[0]), layout="tight")
-    ax = fig.subplots()
-    ax.imshow(confusion / confusion.sum(1, keepdims=True).clip(1), cmap="Blues", vmin=0, vmax=1)
-    ax.set(xticks=range(confusion.shape[1]), yticks=range(confusion.shape[0]), xlabel="true action", ylabel="latent code")
-    ax.set_xticklabels(action_names[:confusion.shape[1]], fontsize=7)
-    for (k, a), n in np.ndenumerate(confusion):
-        ax.text(a, k, n, ha="center", va="center", fontsize=6)
-    fig.savefig(path, dpi=100)
 
 
 def parse_args(argv=None):

@@ -1,6 +1,7 @@
-"""Frames as pictures: a labelled grid of rows of frames (PNG) and an animated GIF, both nearest-pixel.
+"""The pictures of an evaluation: frames as a labelled grid (PNG) or an animated GIF, both nearest-pixel, and
+the charts of its results (PSNR by horizon, models side by side, the LAM's codes against the true actions).
 
-evaluate.py draws its rollouts, token maps and uncertainty maps with these, play.py the frames it played:
+evaluate.py draws its rollouts, token maps, uncertainty maps and charts with these, play.py the frames it played:
 
     save_grid({"ground truth": real, "model": fake}, ["t0", "t1", ...], "rollouts.png")   # float [T, H, W, 3] in [0, 1]
     save_gif("play.gif", [to_uint8(frame) for frame in fake])
@@ -37,3 +38,43 @@ def save_grid(rows, titles, path, colorbar=None):
     if colorbar:
         fig.colorbar(ScalarMappable(cmap=colorbar[0]), ax=ax, label=colorbar[1], fraction=0.02)
     fig.savefig(path, dpi=100, bbox_inches="tight")
+
+
+def plot_horizon(curves, path):
+    """PSNR against the predicted frame: curves is {label: PSNR (dB) of predicted frames 1, 2, ...}."""
+    fig = Figure(figsize=(5, 3.5), layout="tight")
+    ax = fig.subplots()
+    for label, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
+    ax.set(xlabel="predicted frame (horizon)", ylabel="PSNR (dB)", title="PSNR by horizon")
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100)
+
+
+def plot_comparison(bars, titles, floor, path):
+    """Two bar charts side by side: bars is {label: (PSNR, delta_t PSNR)}, titles theirs; floor (the PSNR of
+    copying the last context frame) is a dashed line on the first."""
+    fig = Figure(figsize=(max(6, 1.4 * len(bars)), 3.5), layout="tight")
+    axes = fig.subplots(1, 2)
+    for ax, k, title in zip(axes, range(2), titles):
+        ax.bar(list(bars), [v[k] for v in bars.values()], color="tab:blue")
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelsize=7, labelrotation=30)
+        for label in ax.get_xticklabels():  # long run names must not overlap
+            label.set(ha="right", rotation_mode="anchor")
+    axes[0].axhline(floor, color="grey", ls="--", label=f"copy last frame {floor:.1f}")
+    axes[0].legend(fontsize=7)
+    axes[0].set_ylim(min(floor, *(v[0] for v in bars.values())) - 2, None)
+    fig.savefig(path, dpi=100)
+
+
+def plot_confusion(confusion, action_names, path):
+    """The LAM's codes against the true actions: counts [codes, true actions], each row shaded by its shares."""
+    fig = Figure(figsize=(1 + 0.6 * confusion.shape[1], 1 + 0.4 * confusion.shape[0]), layout="tight")
+    ax = fig.subplots()
+    ax.imshow(confusion / confusion.sum(1, keepdims=True).clip(1), cmap="Blues", vmin=0, vmax=1)
+    ax.set(xticks=range(confusion.shape[1]), yticks=range(confusion.shape[0]), xlabel="true action", ylabel="latent code")
+    ax.set_xticklabels(action_names[:confusion.shape[1]], fontsize=7)
+    for (k, a), n in np.ndenumerate(confusion):
+        ax.text(a, k, n, ha="center", va="center", fontsize=6)
+    fig.savefig(path, dpi=100)

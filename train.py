@@ -35,9 +35,9 @@ from matplotlib.figure import Figure
 from matplotlib.image import imsave
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, default_collate
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from benchmark import benchmark
 from checkpoints import MODELS, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from data import Batches, Clips, barrier, clip_order, tokenize_clips
 from episodes import EpisodeError, check_writable
@@ -143,59 +143,6 @@ def plot_training_curves(history, path):
         ax.set(xlabel="step", title=key + (" (dB)" if key == "psnr" else ""), yscale="log" if key == "loss" else "linear")
         ax.legend()
     fig.savefig(path)
-
-
-# ---------------------------------------------------------------------------
-# --benchmark: the speed of a training step
-# ---------------------------------------------------------------------------
-
-def benchmark(model, step_model, optimizer, train, args, device, ctx, grid):
-    """Print parameters, ms/step, frames/s, tokens/s, peak memory and MFU of a training step, and loader clips/s.
-
-    The model, optimiser and (compiled, DDP) step are exactly the training ones. MFU = FLOPs per step /
-    seconds per step / --peak-flops. FLOPs are counted by torch's FlopCounterMode on one eager forward and
-    backward: 2 per multiply-add of every matmul, convolution and attention product (the backward counted
-    too, about twice the forward); elementwise work (norms, softmax, GELU, the optimiser) is not counted,
-    as in the usual MFU definition.
-    """
-    B, T, c = args.batch_size, args.seq_len, model.config
-    batch = {"tokens": torch.randint(0, c.num_codes, (B, T, *c.grid))} if args.model == "dynamics" \
-        else {"frames": torch.randint(0, 256, (B, T, c.resolution, c.resolution, 3), dtype=torch.uint8)}
-    batch = {k: v.to(device) for k, v in {**batch, "actions": torch.zeros(B, T - 1, dtype=torch.long)}.items()}
-    with FlopCounterMode(display=False) as flops, ctx:  # eager: a compiled model hides its FLOPs
-        model.loss(batch)[0].backward()
-    optimizer.zero_grad(set_to_none=True)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for i in range(13):  # 3 warm-up (and compilation) steps, 10 timed
-        if i == 3:
-            sync()
-            start = time.perf_counter()
-        with ctx:
-            loss, _ = step_model(batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    sync()
-    seconds = (time.perf_counter() - start) / 10
-    print(f"{args.model} --preset {args.preset}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
-          f"batch {B} x {T} frames: {1000 * seconds:.1f} ms/step | {B * T / seconds:.0f} frames/s | "
-          f"{B * T * math.prod(grid) / seconds:.0f} tokens/s")
-    if device.type == "cuda":
-        print(f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB | MFU "
-              f"{flops.get_total_flops() / seconds / args.peak_flops:.1%} of {args.peak_flops:.3g} FLOP/s (bf16)")
-    else:
-        import resource
-        print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process RSS) | "
-              f"{flops.get_total_flops() / seconds / 1e9:.1f} GFLOP/s (MFU on CUDA only)")
-    if train is not None:  # reading and decoding episode files, the loader's real work
-        loader = iter(DataLoader(train, batch_sampler=Batches(train, B, args.seed), num_workers=args.workers))
-        next(loader)  # worker start-up is not loading
-        start = time.perf_counter()
-        for _ in range(20):
-            next(loader)
-        note = " (dynamics trains on cached tokens)" if args.model == "dynamics" else ""
-        print(f"loader: {20 * B / (time.perf_counter() - start):.0f} clips/s from .npz files with --workers "
-              f"{args.workers}; the model trains on {B / seconds:.0f} clips/s{note}")
 
 
 # ---------------------------------------------------------------------------
