@@ -31,7 +31,7 @@ from torch.distributions import Categorical
 from actor_critic import PRESETS, ActorCritic, AgentConfig, Policy
 from checkpoints import CheckpointError, load_world_model, read_checkpoint, save_checkpoint
 from dynamics import token_entropy
-from envs import AgentGame, GameError, agent_envs, check_env, last_frames, make_game
+from envs import AgentGame, GameError, agent_envs, check_env, default_frame_skip, last_frames, make_game
 from episodes import check_writable
 
 
@@ -357,7 +357,7 @@ def parse_args(argv=None):
         p.error("--dynamics CKPT is needed for the AutoExplore reward (or train with --reward env)")
     if args.report and not args.agent:
         p.error("--report needs --agent CKPT, an agent.py checkpoint")
-    args.frame_skip = args.frame_skip or (1 if args.env.startswith("procgen:") else 4)
+    args.frame_skip = args.frame_skip or default_frame_skip(args.env)
     return args
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs import ACTION_NAMES, AgentGame, GameError, check_env, make_game, select_games
+from envs import ACTION_NAMES, AgentGame, GameError, check_env, default_frame_skip, make_game, select_games
 from episodes import EpisodeError, check_writable, load_episode, remove_stale_tmp, save_episode
 
 # ---------------------------------------------------------------------------
@@ -104,23 +104,29 @@ def run_episode(job):
     return job.env, len(frames), size
 
 
+def make_job(env, index, split, args, max_steps):
+    """The job of episode `index` of `env`: its seed and its file DIR/split/<env>_seed<seed>_<index>.npz
+    (another seed: other names) follow from these alone."""
+    path = Path(args.out) / split / f"{env.replace(':', '-')}_seed{args.seed}_{index:05d}.npz"
+    return Job(env, index, episode_seed(args.seed, env, index), str(path), max_steps,
+               args.frame_skip or default_frame_skip(env), args.resolution,
+               args.agent if args.policy == "agent" else None, args.epsilon)
+
+
 def collect_frames(env, args):
     """--frames N: episodes of `env` in index order until they hold N frames in all, the last one cut short to
     fit (paper Tab. 5 compares datasets of equal frame budgets). The first --val-fraction of the frames go to
     val/. Played one at a time, since each episode's length limit depends on the ones before it; episodes
     already on disk count, so a rerun continues. Returns the number of frames written by this call."""
     from tqdm import tqdm
-    frame_skip = args.frame_skip or (1 if env.startswith("procgen:") else 4)
     left, val_left, index, written = args.frames, round(args.frames * args.val_fraction), 0, 0
     with tqdm(total=args.frames, unit="frame", desc=f"collect {env}") as bar:
         while left >= 2:  # an episode holds at least 2 frames
             split = args.split or ("val" if val_left > 0 else "train")
-            path = Path(args.out) / split / f"{env.replace(':', '-')}_seed{args.seed}_{index:05d}.npz"
-            if path.exists():
-                frames = len(load_episode(path)["frames"])
+            job = make_job(env, index, split, args, min(args.max_steps, left - 1))
+            if Path(job.path).exists():
+                frames = len(load_episode(job.path)["frames"])
             else:
-                job = Job(env, index, episode_seed(args.seed, env, index), str(path), min(args.max_steps, left - 1),
-                          frame_skip, args.resolution, args.agent if args.policy == "agent" else None, args.epsilon)
                 frames = next(run_jobs([job], 1))[1]
                 written += frames
             left, val_left, index = left - frames, val_left - frames * (split == "val"), index + 1
@@ -131,16 +137,8 @@ def collect_frames(env, args):
 def plan_jobs(envs, args):
     """All episodes the command asks for, in a fixed order; per env the first n_val go to val/ (or all to --split)."""
     n_val = max(1, round(args.episodes * args.val_fraction)) if args.episodes > 1 else 0
-    jobs = []
-    for env in envs:
-        frame_skip = args.frame_skip or (1 if env.startswith("procgen:") else 4)
-        slug = env.replace(":", "-")
-        for i in range(args.episodes):
-            split = args.split or ("val" if i < n_val else "train")
-            path = Path(args.out) / split / f"{slug}_seed{args.seed}_{i:05d}.npz"  # another seed: other names
-            jobs.append(Job(env, i, episode_seed(args.seed, env, i), str(path), args.max_steps, frame_skip, args.resolution,
-                            args.agent if args.policy == "agent" else None, args.epsilon))
-    return jobs
+    return [make_job(env, i, args.split or ("val" if i < n_val else "train"), args, args.max_steps)
+            for env in envs for i in range(args.episodes)]
 
 
 def run_jobs(jobs, workers, progress=None):
@@ -165,7 +163,7 @@ def raw_steps(job):
 
 def benchmark(env, args):
     """Raw env steps/s vs the full collect pipeline, on the same env and step count, for 1 and N workers."""
-    print(f"benchmark on {env}: {args.episodes} episodes x {args.max_steps} steps, frame skip {args.frame_skip or 4}")
+    print(f"benchmark on {env}: {args.episodes} episodes x {args.max_steps} steps, frame skip {args.frame_skip or default_frame_skip(env)}")
     for workers in sorted({1, args.workers}):
         with tempfile.TemporaryDirectory() as out:
             jobs = plan_jobs([env], argparse.Namespace(**{**vars(args), "out": out}))

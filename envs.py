@@ -151,6 +151,11 @@ def check_env(name):
         raise GameError(f"the ROM of {name} is not imported; put the ROM file in a folder and run: python -m stable_retro.import DIR")
 
 
+def default_frame_skip(name):
+    """Emulator frames per action when none is given: 4 for retro games, 1 for procgen (already coarse in time)."""
+    return 1 if name.startswith("procgen:") else 4
+
+
 def make_game(name, frame_skip, resolution):
     if name.startswith("procgen:"):
         return ProcgenGame(name.split(":", 1)[1], frame_skip, resolution)
