@@ -290,19 +290,23 @@ class Dynamics(nn.Module):
         return context
 
     @torch.no_grad()
-    def maskgit(self, context, actions, steps=25, temperature=1.0, generator=None, anneal=False):
+    def maskgit(self, context, actions, steps=25, temperature=1.0, generator=None, anneal=False, frame_order=0.0):
         """Sample the frames that follow `context`, made by actions [B, n], in `steps` MaskGIT steps.
 
         MaskGIT (Chang et al. 2022): start from fully masked frames; each step predicts every masked
         token, keeps the most confident ones and re-masks the rest, fewer every step (cosine schedule).
         Only the new frames run through the model. anneal: step s samples at temperature
         * (1 - (s+1)/steps), falling linearly to 0 (argmax) at the last step, as the authors' sampler does.
+        frame_order (several frames at once): a token's confidence is its log-probability minus frame_order
+        per frame after the first, so earlier frames tend to be committed first and, the model being causal
+        in time, later frames are predicted from them; 0 is MaskGIT's order.
         Returns tokens [B, n, h, w]; `context.append` them to go on from there.
         """
         assert steps >= 1, f"MaskGIT needs at least one step, got steps={steps}"
         (B, n), (h, w) = actions.shape, self.config.grid
         M = n * h * w
         ids = actions.new_full((B, M), self.mask_id)  # [B, M] the frames being generated
+        lateness = frame_order * torch.arange(n, device=ids.device).repeat_interleave(h * w)  # [M]
         for step in range(steps):
             masked = ids == self.mask_id
             hidden = context.hidden(ids.view(B, n, h, w), actions).reshape(B, M, -1)  # [B, M, dim]
@@ -312,7 +316,8 @@ class Dynamics(nn.Module):
             codes, confidence = (torch.cat(x) for x in zip(*samples))  # [K] each
             candidates = ids.masked_scatter(masked, codes)
             # tokens fixed earlier stay fixed: infinite confidence
-            confidence = torch.full(ids.shape, float("inf"), device=ids.device).masked_scatter(masked, confidence)
+            confidence = torch.full(ids.shape, float("inf"), device=ids.device).masked_scatter(
+                masked, confidence.log() - lateness.expand(B, M)[masked])
             # cosine schedule (MaskGIT): after this step cos(pi/2 * (step+1)/steps) of the tokens stay masked
             n_masked = math.floor(M * math.cos(math.pi / 2 * (step + 1) / steps))
             keep = torch.zeros_like(masked).scatter_(1, confidence.topk(M - n_masked, dim=1).indices, True)
@@ -326,17 +331,17 @@ class Dynamics(nn.Module):
 
     @torch.no_grad()
     def generate(self, context_tokens, actions, n_frames, steps=25, temperature=1.0, generator=None, use_cache=True,
-                 anneal=False):
+                 anneal=False, frame_order=0.0):
         """Single-pass ("one go"): all n_frames future frames masked at once, one MaskGIT run over them.
 
         context_tokens [B, Tc, h, w], actions [B, Tc-1+n_frames] -> tokens [B, Tc+n_frames, h, w].
         temperature 0 samples the argmax (deterministic); steps=1 at temperature 0 = one argmax pass.
-        use_cache=False re-runs the context at every step: slower, the same tokens. anneal: see maskgit.
+        use_cache=False re-runs the context at every step: slower, the same tokens. anneal, frame_order: see maskgit.
         """
         self._check_actions(context_tokens, actions, n_frames)
         Tc = context_tokens.shape[1]
         context = self.context(context_tokens, actions[:, :Tc - 1], use_cache=use_cache)
-        new = self.maskgit(context, actions[:, Tc - 1:], steps, temperature, generator, anneal)
+        new = self.maskgit(context, actions[:, Tc - 1:], steps, temperature, generator, anneal, frame_order)
         return torch.cat([context_tokens, new], dim=1)
 
     @torch.no_grad()

@@ -20,6 +20,7 @@ import copy
 import json
 import math
 import sys
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -102,14 +103,16 @@ def altered_actions(actions, num_actions, random_rng, swap_rng):
 
 
 @torch.no_grad()
-def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, temperature=1.0,
-                     batch_size=8, seed=0, inception=None, device="cpu", protocols=("random",), anneal=False):
+def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, temperature=0.0,
+                     batch_size=8, seed=0, inception=None, device="cpu", protocols=("random",), anneal=False,
+                     frame_order=0.25):
     """Metrics of a dynamics model on test windows: the whole evaluation, without files.
 
     windows: (frames uint8 [12, H, W, 3], actions int64 [11]) pairs, e.g. from load_windows.
     tokenizer: encode(frames [B, T, H, W, 3]) -> ids [B, T, h, w]; decode(ids, caches) -> frames; decoder_caches().
     modes: "one-go" and/or "autoregressive". inception: a metrics.FIDInceptionV3, or None for no FID.
-    protocols: "random" and/or "swap", the delta_t PSNR protocols (DELTA_PROTOCOLS). anneal: see Dynamics.maskgit.
+    protocols: "random" and/or "swap", the delta_t PSNR protocols (DELTA_PROTOCOLS).
+    anneal, frame_order (one-go only): see Dynamics.maskgit.
     Returns (metrics, a JSON-ready dict; sample, the first window's clips, tokens and actions).
     """
     device = torch.device(device)
@@ -138,7 +141,8 @@ def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, 
                      "copy-last-frame": frames[:, CONTEXT - 1:CONTEXT].expand_as(truth)}
             clips = {}
             for mode in modes:
-                generate = dynamics.generate if mode == "one-go" else dynamics.generate_autoregressive
+                generate = (partial(dynamics.generate, frame_order=frame_order) if mode == "one-go"
+                            else dynamics.generate_autoregressive)
                 for name, acts in (("true actions", actions), *((branches[p], altered[p]) for p in protocols)):
                     generator = torch.Generator(device).manual_seed(seed + start)  # every branch: same sampler noise
                     out = generate(tokens[:, :CONTEXT], acts, HORIZON, steps, temperature, generator, anneal=anneal)
@@ -162,7 +166,8 @@ def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, 
         bar.set_postfix(psnr=f"{torch.cat(psnrs[rows[0]]).mean():.2f}")
 
     metrics = {"windows": len(windows), "context": CONTEXT, "horizon": HORIZON, "delta_t": DELTA_T,
-               "steps": steps, "temperature": temperature, "anneal": anneal, "psnr_cap": PSNR_CAP,
+               "steps": steps, "temperature": temperature, "anneal": anneal, "frame_order": frame_order,
+               "psnr_cap": PSNR_CAP,
                "delta_protocols": {DELTA_KEYS[p]: f"{p}: {DELTA_PROTOCOLS[p]}" for p in protocols}, "rows": {}}
     for row in rows:
         p, s = torch.cat(psnrs[row]), torch.cat(ssims[row])  # [N, HORIZON]: per window, per predicted frame
@@ -250,7 +255,8 @@ def notes(metrics):
 def sampling(metrics):
     """How the frames were sampled, for the text above a table."""
     anneal = " annealed linearly to 0 over the steps" if metrics.get("anneal") else ""
-    return f"MaskGIT {metrics['steps']} steps, temperature {metrics['temperature']}{anneal}"
+    order = f", one-go frame order {metrics['frame_order']} per frame" if metrics.get("frame_order") else ""
+    return f"MaskGIT {metrics['steps']} steps, temperature {metrics['temperature']}{anneal}{order}"
 
 
 def write_report(out, metrics, sample, uncertainty):
@@ -358,9 +364,13 @@ def parse_args(argv=None):
     p.add_argument("--mode", choices=["one-go", "autoregressive", "both"], default="both",
                    help="10 frames in one MaskGIT run, one frame at a time, or both (default both)")
     p.add_argument("--steps", type=int, default=25, help="MaskGIT steps per generated frame or run (default 25)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0 = argmax (default 1.0)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature, 0 = argmax (default 0: 0.3-0.6 dB above 1 on Airstriker)")
     p.add_argument("--anneal", action="store_true",
                    help="MaskGIT step s of S samples at temperature * (1 - (s+1)/S), linear to argmax at the last step")
+    p.add_argument("--frame-order", type=float, default=0.25,
+                   help="one-go: a token's confidence loses this much log-probability per frame after the first, so "
+                        "earlier frames are committed first (default 0.25; 0: MaskGIT's own order)")
     p.add_argument("--delta-protocol", choices=["random", "swap", "both"], default="random",
                    help=f"delta_t PSNR's altered actions: random, every action from the first predicted frame on uniform "
                         f"random (Genie's; default); swap, only the action that makes predicted frame {DELTA_T}, by another "
@@ -408,7 +418,7 @@ def main(argv=None):
     modes = ["one-go", "autoregressive"] if args.mode == "both" else [args.mode]
     protocols = ["random", "swap"] if args.delta_protocol == "both" else [args.delta_protocol]
     metrics, sample = evaluate_windows(dynamics, tokenizer, windows, modes, args.steps, args.temperature, args.batch_size,
-                                       args.seed, inception, args.device, protocols, args.anneal)
+                                       args.seed, inception, args.device, protocols, args.anneal, args.frame_order)
     if lam is not None:
         metrics["rows"]["lam"] = lam_row
     metrics.update(dynamics=str(args.dynamics), data=str(folder), fid_unavailable=fid_reason, lam_agreement=agreement)

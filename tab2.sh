@@ -49,7 +49,8 @@ resume() { [ -e "$1" ] && echo --resume || true; }  # resume CHECKPOINT: an inte
 collect=(python collect.py --env procgen:coinrun --max-steps "$MAX_STEPS" --workers "$WORKERS" --out "$out/data")
 train=(python train.py --preset "$PRESET" --workers 0 --data "$out/data")
 dynamics=("${train[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --batch-size "$BATCH" --seq-len "$SEQ_LEN" --steps "$DYNAMICS_STEPS")
-evaluate=(python evaluate.py --data "$out/data" --mode one-go --delta-protocol both --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature "$TEMPERATURE")
+# one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as the README's tables were measured
+evaluate=(python evaluate.py --data "$out/data" --mode one-go --delta-protocol both --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature "$TEMPERATURE" --frame-order 0)
 
 # 1. Random-agent CoinRun episodes (hard mode), and a held-out test set of other levels (sec. 5).
 step collect "${collect[@]}" --episodes "$EPISODES" --seed 0

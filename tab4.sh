@@ -53,7 +53,8 @@ tr ' ' '\n' <<<"$GAMES" >"$out/games.txt"
 collect=(python collect.py --games "$out/games.txt" --max-steps "$MAX_STEPS" --workers "$WORKERS" --out "$out/data")
 train=(python train.py --preset "$PRESET" --workers 0 --data "$out/data")
 dynamics=("${train[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --batch-size "$BATCH" --seq-len "$SEQ_LEN" --steps "$DYNAMICS_STEPS")
-evaluate=(python evaluate.py --data "$out/data" --delta-protocol both --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature "$TEMPERATURE")
+# one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as the README's tables were measured
+evaluate=(python evaluate.py --data "$out/data" --delta-protocol both --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature "$TEMPERATURE" --frame-order 0)
 
 # 1. Random-agent episodes of every game (sec. 5.1), and a held-out test set of other levels.
 step collect "${collect[@]}" --episodes "$EPISODES" --seed 0

@@ -55,7 +55,8 @@ train=(python train.py --preset "$preset" --workers 0)
 finetune=(--eval-every "$EVAL_EVERY" --lr "$FINETUNE_LR")  # evaluated often: the best checkpoint on validation is kept
 tokenizer_clips=(--batch-size "$TOKENIZER_BATCH" --seq-len "$TOKENIZER_SEQ_LEN")
 dynamics_clips=(--batch-size "$BATCH" --seq-len "$SEQ_LEN")
-evaluate=(python evaluate.py --data "$out/data/test" --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature 0 --delta-protocol both)
+# one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as the README's tables were measured
+evaluate=(python evaluate.py --data "$out/data/test" --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature 0 --delta-protocol both --frame-order 0)
 
 # 1. Pretraining: random play of every game, then the tokenizer and GenieRedux-G dynamics (sec. 4, 5.1).
 tr ' ' '\n' <<<"$games" >"$out/games.txt"

@@ -43,7 +43,8 @@ class Oracle:
     """A perfectly controllable world model for toy data: moves the square's 2x2 tokens by the action."""
     config = SimpleNamespace(num_actions=len(ACTION_NAMES))
 
-    def generate(self, context_tokens, actions, n_frames, steps=25, temperature=1.0, generator=None, anneal=False):
+    def generate(self, context_tokens, actions, n_frames, steps=25, temperature=1.0, generator=None, anneal=False,
+                 frame_order=0.0):
         frames = list(context_tokens.unbind(1))
         for k in range(n_frames):
             frames.append(torch.stack([self.move(f, int(a)) for f, a in
@@ -269,8 +270,9 @@ def test_swap_delta_of_the_oracle_is_the_psnr_lost_at_frame_t():
 def test_random_protocol_numbers_do_not_depend_on_the_swap_protocol():
     model = Dynamics(replace(DYNAMICS_PRESETS["tiny"], grid=(16, 16))).eval()
     tokenizer = ToyTokenizer(lambda ids: decode_patches(ids % 2))
-    alone, _ = evaluate.evaluate_windows(model, tokenizer, toy_windows(1), steps=2, batch_size=1)
-    both, _ = evaluate.evaluate_windows(model, tokenizer, toy_windows(1), steps=2, batch_size=1, protocols=("random", "swap"))
+    sampled = dict(steps=2, temperature=1.0, batch_size=1)  # random weights: only sampling makes the branches differ
+    alone, _ = evaluate.evaluate_windows(model, tokenizer, toy_windows(1), **sampled)
+    both, _ = evaluate.evaluate_windows(model, tokenizer, toy_windows(1), **sampled, protocols=("random", "swap"))
     assert alone["rows"]["one-go"]["delta_psnr"] == both["rows"]["one-go"]["delta_psnr"] != 0
     assert "delta_psnr_swap" not in alone["rows"]["one-go"] and list(alone["delta_protocols"]) == ["delta_psnr"]
 
@@ -410,9 +412,11 @@ def test_cli_on_foreign_episodes(tmp_path, checkpoints):
                             env="elsewhere", policy="human", frame_skip=2)
     out = tmp_path / "eval"
     result = run_script("evaluate.py", "--dynamics", checkpoints["dynamics"], "--data", tmp_path, "--out", out,
-                        "--mode", "both", "--steps", 2, "--max-windows", 2, "--batch-size", 2, cwd=tmp_path)
+                        "--mode", "both", "--steps", 2, "--max-windows", 2, "--batch-size", 2, "--frame-order", 0.25,
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["frame_order"] == 0.25 and "one-go frame order 0.25" in (out / "results.md").read_text()
     assert metrics["windows"] == 2 and set(metrics["rows"]) == {"one-go", "autoregressive", "tokenizer", "copy-last-frame"}
     assert all(math.isfinite(m["psnr"]) and m["fid"] is None for m in metrics["rows"].values())
     assert WEIGHTS_NAME in metrics["fid_unavailable"]
