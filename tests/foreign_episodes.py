@@ -2,8 +2,8 @@
 world model trained on collect.py's random play generalises.
 
 It drives stable-retro directly (not envs.py), shrinks frames with Pillow's box filter (not our area
-resize) and plays runs of one repeated action of random length (1-16 agent steps) instead of a new
-uniform action every step. Actions use the shared order RIGHT LEFT UP DOWN JUMP (JUMP is Airstriker's
+resize) and plays runs of one repeated action of random length (1-16 agent steps, or 1 to --max-run)
+instead of a new uniform action every step. Actions use the shared order RIGHT LEFT UP DOWN JUMP (JUMP is Airstriker's
 fire button B), with action repeat 4, as the episode contract asks.
 
     python tests/foreign_episodes.py --out data/foreign --episodes 10 --seed 202
@@ -34,6 +34,7 @@ def main():
     p.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
     p.add_argument("--max-steps", type=int, default=300, help="agent steps per episode at most (default 300)")
     p.add_argument("--seed", type=int, default=202, help="seed of the resets and the actions (default 202)")
+    p.add_argument("--max-run", type=int, default=16, help="longest run of one repeated action, in agent steps (default 16)")
     args = p.parse_args()
     import stable_retro
     env = stable_retro.make("Airstriker-Genesis-v0", render_mode=None)
@@ -47,7 +48,7 @@ def main():
         frames, actions, rewards, run, done = [shrink(frame)], [], [], 0, False
         while len(actions) < args.max_steps and not done:
             if run == 0:  # a new run of one repeated action
-                action, run = int(rng.integers(len(ACTION_NAMES))), int(rng.integers(1, 17))
+                action, run = int(rng.integers(len(ACTION_NAMES))), int(rng.integers(1, args.max_run + 1))
             run, reward = run - 1, 0.0
             for _ in range(4):  # action repeat 4
                 frame, r, terminated, truncated, _ = env.step(presses[action])
@@ -58,7 +59,7 @@ def main():
         np.savez_compressed(out / f"foreign_{args.seed}_{episode:03d}.npz", frames=np.stack(frames),
                             actions=np.array(actions, np.int64), rewards=np.array(rewards, np.float32),
                             action_names=np.array(ACTION_NAMES), env="Airstriker-Genesis-v0",
-                            policy="repeated random actions", frame_skip=4)
+                            policy=f"random actions repeated 1-{args.max_run} times", frame_skip=4)
         print(f"episode {episode}: {len(actions)} steps")
     env.close()
 
