@@ -315,9 +315,9 @@ class Dynamics(nn.Module):
             samples = [sample_codes(self.head(rows), tau, generator) for rows in hidden[masked].split(2048)]
             codes, confidence = (torch.cat(x) for x in zip(*samples))  # [K] each
             candidates = ids.masked_scatter(masked, codes)
-            # tokens fixed earlier stay fixed: infinite confidence
-            confidence = torch.full(ids.shape, float("inf"), device=ids.device).masked_scatter(
-                masked, confidence.log() - lateness.expand(B, M)[masked])
+            # tokens fixed earlier stay fixed: infinite confidence (inf - lateness is still inf)
+            confidence = torch.full(ids.shape, float("inf"), device=ids.device).masked_scatter(masked, confidence.log())
+            confidence = confidence - lateness  # [B, M] - [M]
             # cosine schedule (MaskGIT): after this step cos(pi/2 * (step+1)/steps) of the tokens stay masked
             n_masked = math.floor(M * math.cos(math.pi / 2 * (step + 1) / steps))
             keep = torch.zeros_like(masked).scatter_(1, confidence.topk(M - n_masked, dim=1).indices, True)

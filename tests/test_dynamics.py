@@ -265,8 +265,12 @@ def test_frame_order_commits_earlier_frames_first(monkeypatch):
     tokens, actions = random_clip(T=5)
     seen, hidden = [], model.hidden  # committed tokens per frame of the new frames at each MaskGIT step
     monkeypatch.setattr(model, "hidden", lambda t, *a: seen.append((t != model.mask_id).sum((2, 3))) or hidden(t, *a))
-    committed = lambda order: (seen.clear(), model.generate(tokens[:, :2], actions, 3, steps=4, frame_order=order),  # noqa: E731
-                               [n.tolist() for n in seen[2:]])[2]  # seen[0]: the context; seen[1]: all masked
+
+    def committed(order):
+        seen.clear()
+        model.generate(tokens[:, :2], actions, 3, steps=4, frame_order=order)
+        return [n.tolist() for n in seen[2:]]  # seen[0]: the context; seen[1]: all masked
+
     # 4, 15, 30 of the 3 x 16 tokens committed: frame by frame when lateness outweighs every log-probability
     assert committed(100.0) == [[[4, 0, 0]] * 2, [[15, 0, 0]] * 2, [[16, 14, 0]] * 2]
     assert committed(0.0) != committed(100.0)  # MaskGIT's own order mixes the frames
