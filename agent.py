@@ -5,13 +5,17 @@ plays a real game, trained with PPO over a gymnasium AsyncVectorEnv (as CleanRL'
 game's reward is never used: at each step the frozen tokenizer and dynamics model see o(t-4), o(t-3) and
 the four actions since, predict o(t-2)..o(t), and the reward is the mean of the top 25% of o(t)'s
 normalised token entropies. `--reward env` trains the same agent on the game's own reward instead.
+The first `--random-updates` rollouts are played by the uniform random policy, so the log and
+curves.png carry random's level of the same reward.
 
     python agent.py --env Airstriker-Genesis-v0 --dynamics runs/dynamics/ckpt.pt --out runs/agent
-    python agent.py --report --agent runs/agent/agent.pt --dynamics runs/dynamics/ckpt.pt --out runs/agent
     python collect.py --policy agent --agent runs/agent/agent.pt --out data/explore
+    python agent.py --report --data data/random data/explore --dynamics runs/dynamics/ckpt.pt --out runs/report
 
 Reads a train.py dynamics checkpoint (it names its tokenizer). Writes OUT/agent.pt (atomic; --resume
-goes on from it), OUT/log.jsonl, OUT/curves.png; --report writes OUT/report.json and OUT/report.png.
+goes on from it), OUT/log.jsonl, OUT/curves.png. --report reads episode folders (any policy's) and
+writes OUT/report.json, report.md and report.png: game return, time alive and places reached per
+episode, which need no world model, and with --dynamics the AutoExplore reward of each step.
 """
 import argparse
 import functools
@@ -28,11 +32,11 @@ import torch.nn as nn
 from matplotlib.figure import Figure
 from torch.distributions import Categorical
 
-from actor_critic import PRESETS, ActorCritic, AgentConfig, Policy
+from actor_critic import PRESETS, ActorCritic, AgentConfig
 from checkpoints import CheckpointError, load_world_model, read_checkpoint, save_checkpoint
 from dynamics import token_entropy
-from envs import AgentGame, GameError, agent_envs, check_env, default_frame_skip, last_frames, make_game
-from episodes import check_writable
+from envs import GameError, agent_envs, check_env, default_frame_skip, last_frames, make_game
+from episodes import EpisodeError, check_writable, find_episodes, load_episode
 
 
 # ---------------------------------------------------------------------------
@@ -46,7 +50,7 @@ def autoexplore_reward(logits, top=0.25):
     return u.topk(max(1, round(top * u.shape[1])), dim=1).values.mean(1)
 
 
-class History:
+class RecentFrames:
     """Per env the last 5 frames o(t-4)..o(t) and the 4 actions a(t-4)..a(t-1) between them."""
 
     def __init__(self, first_frames):
@@ -66,90 +70,125 @@ class History:
         """Envs in `where` [N] bool begin a new episode at frames[where]."""
         self.frames[where, -1], self.count[where] = frames[where], 1
 
-    def context(self):
+    def reward_inputs(self):
         """What the reward sees: (o(t-4), o(t-3)) [N, 2, H, W, 3], a(t-4)..a(t-1) [N, 4], ready [N] bool."""
         return self.frames[:, :2], self.actions, self.count >= 5
 
 
 @torch.no_grad()
-def world_uncertainty(world, frames, actions, chunk=256):
+def world_model_uncertainty(world_model, frames, actions, chunk=256):
     """frames uint8 [B, 2, H, W, 3] = o(t-4), o(t-3), actions [B, 4] = a(t-4)..a(t-1) -> rewards [B]."""
-    dynamics, tokenizer = world
+    dynamics, tokenizer = world_model
     device = dynamics.codebook.device
     out = []
     for i in range(0, len(frames), chunk):
         with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
-            tokens = tokenizer.encode(torch.from_numpy(frames[i:i + chunk]).to(device).float() / 255)  # [b, 2, 16, 16]
+            tokens = tokenizer.encode(torch.from_numpy(frames[i:i + chunk]).to(device).float() / 255)  # [b, 2, h, w]
             # o(t-2), o(t-1) from one argmax pass, then the distribution of every token of o(t)
             logits = dynamics.predict_logits(tokens, torch.from_numpy(actions[i:i + chunk]).to(device), n_frames=3)
-        out.append(autoexplore_reward(logits).cpu())
+        out.append(autoexplore_reward(logits).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
 
 
-def intrinsic_reward(world, history):
+def intrinsic_reward(world_model, recent):
     """The reward [N] of every env's last step, in one batched call; 0 until 5 frames exist."""
-    frames, actions, ready = history.context()
+    frames, actions, ready = recent.reward_inputs()
     reward = np.zeros(len(ready), np.float32)
     if ready.any():
-        reward[ready] = world_uncertainty(world, frames[ready], actions[ready])
+        reward[ready] = world_model_uncertainty(world_model, frames[ready], actions[ready])
     return reward
+
+
+class ReturnScaler:
+    """Divides each env's reward by the running standard deviation of its discounted return, as the
+    curiosity and RND agents do (Burda et al. 2019). The world model's uncertainty is positive at every
+    step and has no fixed scale: unscaled, value targets near r / (1 - gamma) swamp the policy's share of
+    the clipped gradient."""
+
+    def __init__(self, n_envs, gamma):
+        self.gamma, self.returns = gamma, np.zeros(n_envs)
+        self.count, self.mean, self.var = 1e-4, 0.0, 1.0  # running moments of the discounted return
+
+    def __call__(self, reward, done):
+        self.returns = self.gamma * self.returns + reward
+        n, mean, var = len(reward), self.returns.mean(), self.returns.var()
+        total = self.count + n  # merge this step's moments into the running ones (Chan et al. 1979)
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.var = (self.var * self.count + var * n + delta ** 2 * self.count * n / total) / total
+        self.count = total
+        self.returns[done] = 0
+        return reward / np.sqrt(self.var + 1e-8)
+
+    def state_dict(self):  # plain floats: a checkpoint holds no numpy objects
+        return {"returns": self.returns.tolist(), "count": float(self.count), "mean": float(self.mean), "var": float(self.var)}
+
+    def load_state_dict(self, state):
+        self.returns, self.count, self.mean, self.var = np.array(state["returns"]), state["count"], state["mean"], state["var"]
 
 
 # ---------------------------------------------------------------------------
 # PPO training (as CleanRL's ppo_atari_lstm): rollout, bootstrap/GAE, minibatch epochs, logging
 # ---------------------------------------------------------------------------
 
-def train(args, make_env=None):
+def train(args, make_env=None, world_model=None):
     """PPO. make_env() -> an envs.py-style game at frame_skip 1, picklable (it runs in the workers);
-    None plays --env. Tests pass a toy game here."""
+    None plays --env. world_model: (dynamics, tokenizer) for the AutoExplore reward; None loads --dynamics.
+    Tests pass a toy game and a toy world model here."""
     from tqdm import tqdm
     device, out, path = torch.device(args.device), Path(args.out), Path(args.out) / "agent.pt"
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # the game workers need the cores: a policy step spread over them only waits
     ckpt = read_checkpoint(path, "--resume", device) if args.resume and path.exists() else None
     config = AgentConfig(**ckpt["config"]) if ckpt else PRESETS[args.preset]
     model = ActorCritic(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-5)
+    N, T, R = args.num_envs, args.num_steps, config.resolution
+    scaler = ReturnScaler(N, args.gamma)
     start, rows = (ckpt["update"], ckpt["log"]) if ckpt else (0, [])
     if ckpt:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["reward_scaler"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # drop rows past the checkpoint
     torch.manual_seed(args.seed + start)
-    world = load_world_model(args.dynamics, device=device)[:2] if args.reward == "autoexplore" else None
-    make_env = make_env or functools.partial(make_game, args.env, 1, config.resolution)
-    N, T, R = args.num_envs, args.num_steps, config.resolution
+    if args.reward == "autoexplore" and world_model is None:
+        world_model = load_world_model(args.dynamics, device=device)[:2]
+    make_env = make_env or functools.partial(make_game, args.env, 1, R)
     envs = agent_envs(make_env, N, args.frame_skip, args.max_steps, R)
     num_updates = max(1, args.total_steps // (N * T))
     obs_buf = torch.zeros(T, N, R, R, 3, dtype=torch.uint8, device=device)
     starts_buf, actions_buf, logp_buf, values_buf, rewards_buf = torch.zeros(5, T, N, device=device)
     frames, _ = envs.reset(seed=[[args.seed + start, i] for i in range(N)])  # seeds from (seed, env index); obs is the frame
-    history, obs, starts = History(frames), torch.from_numpy(frames).to(device), torch.ones(N, device=device)
+    recent, obs, starts = RecentFrames(frames), torch.from_numpy(frames).to(device), torch.ones(N, device=device)
     state, ep_length, ep_return = model.initial_state(N, device), np.zeros(N, np.int64), np.zeros(N)
     bar = tqdm(range(start, num_updates), initial=start, total=num_updates, desc=f"agent ({args.reward})", unit="update")
     for update in bar:
         tic, finished = time.perf_counter(), []
+        uniform = update < args.random_updates  # the uniform random policy plays: random's level of the reward
         for group in optimizer.param_groups:
             group["lr"] = args.lr * (1 - update / num_updates)  # linear annealing to 0
         first_state = tuple(s.clone() for s in state)  # stage 3 re-runs the LSTM from here
+        raw_rewards, entropies = np.zeros((T, N), np.float32), np.zeros(T)
 
         # 1. Rollout: N envs x T steps; the LSTM state carries across steps and updates
         for t in range(T):
             obs_buf[t], starts_buf[t] = obs, starts
             with torch.no_grad():
                 logits, value, state = model(obs[None], state, starts[None])
-            dist = Categorical(logits=logits[0])
+            dist = Categorical(logits=torch.zeros_like(logits[0]) if uniform else logits[0])
             action = dist.sample()
-            actions_buf[t], logp_buf[t], values_buf[t] = action, dist.log_prob(action), value[0]
+            actions_buf[t], logp_buf[t], values_buf[t], entropies[t] = action, dist.log_prob(action), value[0], dist.entropy().mean()
             action_np = action.cpu().numpy()
             next_obs, env_reward, terminated, truncated, infos = envs.step(action_np)
             done = terminated | truncated
-            history.push(action_np, last_frames(infos, done))
-            # paper eqs. 2-4: the world model's uncertainty; the game's reward only with --reward env
-            # (sign-clipped, as for Atari)
-            reward = intrinsic_reward(world, history) if world else np.sign(env_reward)
-            history.restart(done, next_obs)
-            rewards_buf[t] = torch.as_tensor(reward, dtype=torch.float32, device=device)
-            ep_length, ep_return = ep_length + 1, ep_return + reward
+            recent.push(action_np, last_frames(infos, done))
+            # paper eqs. 2-4: the world model's uncertainty; the game's reward only with --reward env (sign-clipped, as for Atari)
+            raw_rewards[t] = intrinsic_reward(world_model, recent) if args.reward == "autoexplore" else np.sign(env_reward)
+            recent.restart(done, next_obs)
+            rewards_buf[t] = torch.as_tensor(scaler(raw_rewards[t], done) if args.scale_reward else raw_rewards[t], device=device)
+            ep_length, ep_return = ep_length + 1, ep_return + env_reward
             finished += [(ep_length[i], ep_return[i]) for i in np.flatnonzero(done)]
             ep_length[done], ep_return[done] = 0, 0
             obs, starts = torch.from_numpy(next_obs).to(device), torch.as_tensor(done, dtype=torch.float32, device=device)
@@ -165,73 +204,51 @@ def train(args, make_env=None):
         returns = advantages + values_buf
 
         # 3. PPO epochs; a minibatch is a set of whole env sequences, so the LSTM re-runs from first_state
-        for _ in range(args.epochs):
+        for _ in range(0 if uniform else args.epochs):
             for mb in torch.randperm(N, device=device).chunk(min(args.minibatches, N)):
                 logits, value, _ = model(obs_buf[:, mb], (first_state[0][mb], first_state[1][mb]), starts_buf[:, mb])
                 dist = Categorical(logits=logits)
-                ratio = (dist.log_prob(actions_buf[:, mb].long()) - logp_buf[:, mb]).exp()
+                log_ratio = dist.log_prob(actions_buf[:, mb].long()) - logp_buf[:, mb]
+                ratio = log_ratio.exp()
                 adv = (advantages[:, mb] - advantages[:, mb].mean()) / (advantages[:, mb].std() + 1e-8)
                 pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - args.clip, 1 + args.clip)).mean()
                 v_loss = 0.5 * (value - returns[:, mb]).pow(2).mean()
-                entropy = dist.entropy().mean()
-                loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * entropy
+                loss = pg_loss + args.vf_coef * v_loss - args.ent_coef * dist.entropy().mean()
                 optimizer.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
+                with torch.no_grad():  # CleanRL's diagnostics: how far the policy moved, how often the clip bit
+                    approx_kl, clip_fraction = ((ratio - 1) - log_ratio).mean(), ((ratio - 1).abs() > args.clip).float().mean()
 
         # 4. Logging: a JSONL row per update; curves and an atomic checkpoint every --save-every updates
-        lengths, ep_returns = zip(*finished) if finished else (None, None)
-        rows.append({"update": update + 1, "steps": (update + 1) * N * T, "reward": rewards_buf.mean().item(),
-                     "episode_length": float(np.mean(lengths)) if finished else None,
-                     "episode_return": float(np.mean(ep_returns)) if finished else None,
-                     "pg_loss": pg_loss.item(), "v_loss": v_loss.item(), "entropy": entropy.item(),
-                     "steps_per_s": N * T / (time.perf_counter() - tic)})
+        lengths, game_returns = zip(*finished) if finished else ([], [])
+        env_means = raw_rewards.mean(0)  # one mean per env: the standard error runs across envs
+        row = {"update": update + 1, "steps": (update + 1) * N * T, "policy": "random" if uniform else "ppo",
+               "reward": float(env_means.mean()), "reward_se": float(env_means.std(ddof=1) / math.sqrt(N)) if N > 1 else 0.0,
+               "entropy": float(entropies.mean()), "episodes": len(lengths),
+               "episode_length": float(np.mean(lengths)) if finished else None,
+               "game_return": float(np.mean(game_returns)) if finished else None,
+               "steps_per_s": N * T / (time.perf_counter() - tic)}
+        if not uniform:
+            variance = returns.var()
+            row.update(pg_loss=pg_loss.item(), v_loss=v_loss.item(), approx_kl=approx_kl.item(), clip_fraction=clip_fraction.item(),
+                       explained_variance=(1 - (returns - values_buf).var() / variance).item() if variance > 0 else None)
+        rows.append(row)
         with open(out / "log.jsonl", "a") as f:
-            f.write(json.dumps(rows[-1]) + "\n")
-        bar.set_postfix(reward=f"{rows[-1]['reward']:.3f}", steps_per_s=f"{rows[-1]['steps_per_s']:.0f}")
+            f.write(json.dumps(row) + "\n")
+        bar.set_postfix(reward=f"{row['reward']:.3f}", entropy=f"{row['entropy']:.3f}", steps_per_s=f"{row['steps_per_s']:.0f}")
         if (update + 1) % args.save_every == 0 or update + 1 == num_updates:
             save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(config),
-                                   "model_type": "agent", "args": vars(args), "update": update + 1, "log": rows})
-            plot_curves(rows, out / "curves.png")
+                                   "model_type": "agent", "args": vars(args), "update": update + 1, "log": rows,
+                                   "reward_scaler": scaler.state_dict()})
+            plot_curves(rows, args.reward, out / "curves.png")
     envs.close()
 
 
 # ---------------------------------------------------------------------------
-# Exploration report: the random agent and the trained agent, same game and step budget
+# Exploration report: what each policy's episodes reached, measured without the world model
 # ---------------------------------------------------------------------------
-
-X_KEYS = ("x", "xpos", "x_position", "player_x")  # RAM variables that hold the player's x, where a game names one
-
-
-def ram_x(game):
-    """The player's x from stable-retro's named RAM variables; None where the game names none."""
-    data = getattr(getattr(game, "env", None), "data", None)
-    info = data.lookup_all() if data is not None else {}
-    return next((info[k] for k in X_KEYS if k in info), None)
-
-
-def play(policy, game, budget, max_steps):
-    """`budget` steps of `policy` -> per episode (frames [T+1, H, W, 3], actions [T], farthest |x - x0| or None,
-    the game's reward summed over the episode)."""
-    episodes = []
-    while budget > 0:
-        policy.reset(len(episodes))
-        frames, actions, total = [game.reset(len(episodes))], [], 0.0
-        xs = [ram_x(game.game)]
-        while len(actions) < min(budget, max_steps):
-            frame, reward, done = game.step(action := policy.act(game.obs))
-            total += reward
-            if frame is None:
-                break
-            frames.append(frame), actions.append(action), xs.append(ram_x(game.game))
-            if done:
-                break
-        budget -= max(1, len(actions))
-        far = max(abs(x - xs[0]) for x in xs) if xs[0] is not None else None
-        episodes.append((np.stack(frames), np.array(actions), far, total))
-    return episodes
-
 
 def coverage(frames, side=8, levels=4):
     """How many distinct coarse pictures were seen after each frame: uint8 [N, H, W, 3] -> int [N].
@@ -249,73 +266,110 @@ def coverage(frames, side=8, levels=4):
     return counts
 
 
-def report(args):
-    """The random agent against --agent on the same game and step budget; writes OUT/report.json, .md and .png.
+def mean_se(values):
+    """(mean, standard error of the mean) of a list of numbers."""
+    values = np.asarray(values, np.float64)
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
 
-    World-model-free measures: coarse pictures reached (coverage curve), distinct frames, x reached (where the
-    game names it in RAM), the game's return. With --dynamics also the AutoExplore reward the agent trained on.
+
+def final_entropy(agent_path):
+    """The policy entropy of an agent.py checkpoint's last PPO update (ln 5 = 1.609 is the uniform policy)."""
+    rows = [r for r in read_checkpoint(agent_path, "--agents")["log"] if r.get("policy", "ppo") == "ppo"]
+    return rows[-1]["entropy"] if rows else None
+
+
+def report(args):
+    """Each --data folder's episodes, whoever played them: writes OUT/report.json, report.md and report.png.
+
+    Per episode, with no world model: the game's return, the steps alive (episodes end at game over or at
+    the collector's --max-steps) and the distinct coarse pictures reached; over the folder, the coarse
+    pictures reached in the first F frames, F the same for every folder (the smallest folder's frames).
+    With --dynamics also the AutoExplore reward of every step t >= 4, exactly as the agent is paid.
     """
-    world, results = load_world_model(args.dynamics, device=args.device)[:2] if args.dynamics else None, {}
-    agent = Policy.from_checkpoint(read_checkpoint(args.agent, "--agent"), f"agent:{args.agent}", args.epsilon)
-    for policy in (Policy(), agent):
-        game = AgentGame(make_game(args.env, 1, 64), args.frame_skip)
-        episodes = play(policy, game, args.report_steps, args.max_steps)
-        game.close()
-        frames = np.concatenate([f for f, *_ in episodes])
-        far = [d for _, _, d, _ in episodes if d is not None]
-        name = policy.name.split(":")[0]
-        curve = coverage(frames)
-        results[name] = {"episodes": len(episodes), "steps": sum(len(a) for _, a, _, _ in episodes),
-                         "coverage": int(curve[-1]), "distinct_frames": len({f.tobytes() for f in frames}),
-                         "x_displacement": float(np.mean(far)) if far else None,  # None: the game names no x in RAM
-                         "game_return": float(np.mean([r for *_, r in episodes]))}
-        if world is not None:  # the reward of each step t >= 4 from o(t-4), o(t-3) and a(t-4)..a(t-1), as in training
-            windows = [(f[t - 4:t - 2], a[t - 4:t]) for f, a, _, _ in episodes for t in range(4, len(f))]
-            rewards = world_uncertainty(world, *map(np.stack, zip(*windows))) if windows else np.zeros(1)
-            results[name]["autoexplore_reward"] = float(rewards.mean())
-        print(f"{name:6s} " + ", ".join(f"{k} {v}" for k, v in results[name].items()))
-        results[name]["coverage_curve"] = curve.tolist()
+    from tqdm import tqdm
+    world_model = load_world_model(args.dynamics, device=args.device)[:2] if args.dynamics else None
+    entropies = {f"agent:{Path(p).parent.name}/{Path(p).name}": final_entropy(p) for p in args.agents or []}
+    folders = {}
+    for folder in args.data:
+        episodes = [load_episode(p, 64) for p in tqdm(find_episodes(folder), desc=f"report {folder}", unit="episode")]
+        measures = {"return": [e["rewards"].sum() for e in episodes], "steps_alive": [len(e["actions"]) for e in episodes],
+                    "places": [coverage(e["frames"])[-1] for e in episodes]}
+        if world_model is not None:
+            per_episode = []
+            for e in episodes:
+                f, a = e["frames"], e["actions"]
+                windows = np.stack([f[t - 4:t - 2] for t in range(4, len(f))]), np.stack([a[t - 4:t] for t in range(4, len(f))])
+                per_episode.append(world_model_uncertainty(world_model, *windows).mean() if len(f) > 4 else np.nan)
+            measures["autoexplore_reward"] = [r for r in per_episode if not np.isnan(r)]
+        policies = sorted({e["policy"] for e in episodes})
+        folders[str(folder)] = {"policy": ", ".join(policies), "episodes": len(episodes), "frames": sum(len(e["frames"]) for e in episodes),
+                                "entropy": math.log(5) if policies == ["random"] else entropies.get(policies[0]) if len(policies) == 1 else None,
+                                **{k: mean_se(v) for k, v in measures.items()}, "_frames": np.concatenate([e["frames"] for e in episodes])}
+    budget = min(r["frames"] for r in folders.values())
+    for r in folders.values():
+        r["curve"] = coverage(r.pop("_frames")[:budget]).tolist()
+        r["places_at_budget"] = r["curve"][-1]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps({"env": args.env, "agent": args.agent, **results}, indent=2))
-    rows = [f"| {name} | {r['steps']} | {r['coverage']} | {r['distinct_frames']} | "
-            f"{'-' if r['x_displacement'] is None else round(r['x_displacement'], 1)} | {r['game_return']:.2f} |"
-            for name, r in results.items()]
-    (out / "report.md").write_text("| agent | steps | coarse pictures reached | distinct frames | x reached | "
-                                   "game return per episode |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
-    plot_exploration(results, f"{args.env}: {args.report_steps} steps per agent", out / "report.png")
+    (out / "report.json").write_text(json.dumps({"frame_budget": budget, "folders": folders}, indent=2))
+    keys = [k for k in ("return", "steps_alive", "places", "autoexplore_reward") if k in next(iter(folders.values()))]
+    fmt = lambda m: f"{m[0]:.3f} ± {m[1]:.3f}" if abs(m[0]) < 10 else f"{m[0]:.1f} ± {m[1]:.1f}"
+    lines = ["| episodes | policy | n | policy entropy | " + " | ".join(REPORT_TITLES[k] for k in keys) + f" | places in the first {budget} frames |",
+             "|---" * (5 + len(keys)) + "|"]
+    for folder, r in folders.items():
+        entropy = "-" if r["entropy"] is None else f"{r['entropy']:.3f}"
+        lines.append(f"| {folder} | {r['policy']} | {r['episodes']} | {entropy} | " + " | ".join(fmt(r[k]) for k in keys) + f" | {r['places_at_budget']} |")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot_exploration(folders, keys, budget, out / "report.png")
+
+
+REPORT_TITLES = {"return": "game return per episode", "steps_alive": "steps alive per episode",
+                 "places": "coarse pictures per episode", "autoexplore_reward": "AutoExplore reward per step"}
 
 
 # ---------------------------------------------------------------------------
 # Pictures: training curves and the exploration report
 # ---------------------------------------------------------------------------
 
-def plot_curves(rows, path):
-    """The agent's log rows: mean reward per step and episode length against agent steps."""
-    fig = Figure(figsize=(9, 3.2), layout="tight")
-    for ax, key, title in zip(fig.subplots(1, 2), ("reward", "episode_length"),
-                              ("mean reward per step", "episode length, steps")):
-        ax.plot([r["steps"] for r in rows if r[key] is not None], [r[key] for r in rows if r[key] is not None])
+def plot_curves(rows, reward, path):
+    """The agent's log rows against agent steps, random's level (its first updates) drawn as a dashed line."""
+    ppo, random = [r for r in rows if r.get("policy") != "random"], [r for r in rows if r.get("policy") == "random"]
+    panels = [("reward", f"{reward} reward per step (raw)"), ("entropy", "policy entropy"),
+              ("game_return", "game return per episode"), ("episode_length", "episode length, steps")]
+    fig = Figure(figsize=(13, 3.2), layout="tight")
+    for ax, (key, title) in zip(fig.subplots(1, 4), panels):
+        points = [(r["steps"], r[key]) for r in ppo if r.get(key) is not None]
+        if points:
+            ax.plot(*zip(*points), color="tab:blue", label="PPO")
+        levels = [r[key] for r in random if r.get(key) is not None]
+        if levels:
+            level = float(np.mean(levels))
+            ax.axhline(level, color="grey", ls="--", label=f"random {level:.3g}")
+            if key == "reward":  # the standard error of random's level, across envs and its updates
+                se = math.sqrt(sum(r["reward_se"] ** 2 for r in random)) / len(random)
+                ax.axhspan(level - se, level + se, color="grey", alpha=0.2)
+        if key == "entropy":
+            ax.axhline(math.log(5), color="black", lw=0.5, ls=":", label="ln 5 (uniform)")
         ax.set(xlabel="agent steps", title=title)
+        ax.legend(fontsize=7)
     fig.savefig(path, dpi=100)
 
 
-def plot_exploration(results, title, path):
-    """Coverage curves of the random agent and the trained one ({name: report figures}), then a bar per agent
-    for the game's return, the x reached and (where measured) the AutoExplore reward."""
-    keys = [k for k in ("game_return", "x_displacement", "autoexplore_reward") if k in results["random"]]
-    fig = Figure(figsize=(4 + 3 * len(keys), 3), layout="tight")
+def plot_exploration(folders, keys, budget, path):
+    """Coverage curves of every folder on the same frame budget, then a bar with its standard error per measure."""
+    fig = Figure(figsize=(4 + 3 * len(keys), 3.2), layout="tight")
     axes = fig.subplots(1, 1 + len(keys))
-    for (name, r), colour in zip(results.items(), ("grey", "tab:blue")):
-        axes[0].plot(range(1, len(r["coverage_curve"]) + 1), r["coverage_curve"], color=colour, label=name)
-    axes[0].set(xlabel="frames seen", title="coarse pictures reached (coverage)")
-    axes[0].legend(fontsize=7)
+    colours = [f"C{i}" for i in range(len(folders))]
+    for (folder, r), colour in zip(folders.items(), colours):
+        axes[0].plot(range(1, budget + 1), r["curve"], color=colour, label=f"{Path(folder).name}: {r['policy']}"[:40])
+    axes[0].set(xlabel="frames seen", title="coarse pictures reached")
+    axes[0].legend(fontsize=6)
     for ax, key in zip(axes[1:], keys):
-        ax.bar(list(results), [r[key] or 0 for r in results.values()], color=["grey", "tab:blue"])
-        ax.set_title(key.replace("_", " "))
-        if results["random"][key] is None:
-            ax.text(0.5, 0.5, "the game names no x in RAM:\nsee coverage", ha="center", transform=ax.transAxes)
-    fig.suptitle(title)
+        names = [Path(f).name for f in folders]
+        ax.bar(names, [r[key][0] for r in folders.values()], yerr=[r[key][1] for r in folders.values()], color=colours, capsize=3)
+        ax.set_title(REPORT_TITLES[key], fontsize=9)
+        ax.tick_params(axis="x", labelsize=7, rotation=20)
     fig.savefig(path, dpi=100)
 
 
@@ -323,56 +377,65 @@ def plot_exploration(results, title, path):
 # Command line
 # ---------------------------------------------------------------------------
 
+def positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--env", default="Airstriker-Genesis-v0", help="stable-retro game id or procgen:<name>")
     p.add_argument("--reward", choices=["autoexplore", "env"], default="autoexplore", help="world-model uncertainty (paper eqs. 2-4) or the game's own reward")
     p.add_argument("--dynamics", help="dynamics checkpoint of train.py (it names its tokenizer): the AutoExplore reward; optional in --report")
     p.add_argument("--preset", choices=list(PRESETS), default="paper", help="actor-critic size")
-    p.add_argument("--num-envs", type=int, default=8, help="parallel games, one worker process each")
-    p.add_argument("--num-steps", type=int, default=128, help="rollout length per env and update, agent steps")
-    p.add_argument("--total-steps", type=int, default=1_000_000, help="agent steps over all envs")
-    p.add_argument("--max-steps", type=int, default=500, help="agent steps per episode at most")
-    p.add_argument("--frame-skip", type=int, default=None, help="action repeat (default: 4 for retro, 1 for procgen, as collect.py)")
+    p.add_argument("--num-envs", type=positive, default=8, help="parallel games, one worker process each")
+    p.add_argument("--num-steps", type=positive, default=128, help="rollout length per env and update, agent steps")
+    p.add_argument("--total-steps", type=positive, default=1_000_000, help="agent steps over all envs, the random updates included")
+    p.add_argument("--random-updates", type=int, default=1, help="first updates played by the uniform random policy, without learning: random's level of the reward")
+    p.add_argument("--max-steps", type=positive, default=500, help="agent steps per episode at most")
+    p.add_argument("--frame-skip", type=positive, default=None, help="action repeat (default: 4 for retro, 1 for procgen, as collect.py)")
     p.add_argument("--lr", type=float, default=2.5e-4, help="Adam learning rate, annealed linearly to 0")
     p.add_argument("--gamma", type=float, default=0.99, help="discount per agent step")
     p.add_argument("--gae-lambda", type=float, default=0.95, help="GAE lambda")
     p.add_argument("--epochs", type=int, default=4, help="PPO epochs per rollout")
-    p.add_argument("--minibatches", type=int, default=4, help="minibatches per epoch (the envs are split)")
+    p.add_argument("--minibatches", type=positive, default=4, help="minibatches per epoch (the envs are split)")
     p.add_argument("--clip", type=float, default=0.1, help="PPO ratio clip")
     p.add_argument("--ent-coef", type=float, default=0.01, help="entropy bonus weight")
     p.add_argument("--vf-coef", type=float, default=0.5, help="value loss weight")
     p.add_argument("--max-grad-norm", type=float, default=0.5, help="gradient clip, global L2 norm")
-    p.add_argument("--save-every", type=int, default=10, help="checkpoint and curves every this many updates")
+    p.add_argument("--scale-reward", action=argparse.BooleanOptionalAction, default=True,
+                   help="divide rewards by the running std of the discounted return (as RND); the log keeps the raw reward")
+    p.add_argument("--save-every", type=positive, default=10, help="checkpoint and curves every this many updates")
     p.add_argument("--seed", type=int, default=0, help="seed of the policy and of the episodes")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device of the agent and the world model")
-    p.add_argument("--out", default="runs/agent", help="folder of agent.pt, log.jsonl, curves.png and the report")
+    p.add_argument("--out", default="runs/agent", help="folder of agent.pt, log.jsonl, curves.png, or of the report")
     p.add_argument("--resume", action="store_true", help="continue from OUT/agent.pt")
-    p.add_argument("--report", action="store_true", help="compare the random agent and --agent instead of training")
-    p.add_argument("--agent", help="agent checkpoint for --report")
-    p.add_argument("--report-steps", type=int, default=2000, help="agent steps per agent in --report")
-    p.add_argument("--epsilon", type=float, default=0.15, help="share of uniformly random actions in --report, as collect.py")
+    p.add_argument("--report", action="store_true", help="measure the episodes of --data folders instead of training")
+    p.add_argument("--data", nargs="+", help="--report: episode folders (collect.py's, or anyone's), one row each")
+    p.add_argument("--agents", nargs="*", help="--report: agent checkpoints whose episodes are in --data, for their policy entropy")
     args = p.parse_args(argv)
     if args.reward == "autoexplore" and not args.report and not args.dynamics:
         p.error("--dynamics CKPT is needed for the AutoExplore reward (or train with --reward env)")
-    if args.report and not args.agent:
-        p.error("--report needs --agent CKPT, an agent.py checkpoint")
+    if args.report and not args.data:
+        p.error("--report needs --data DIR [DIR ...], folders of .npz episodes")
     args.frame_skip = args.frame_skip or default_frame_skip(args.env)
     return args
 
 
-def main(argv=None, make_env=None):
+def main(argv=None, make_env=None, world_model=None):
     args = parse_args(argv)
     check_writable(args.out)  # before any work
-    if make_env is None:
-        check_env(args.env)
     if args.report:
         return report(args)
-    train(args, make_env)
+    if make_env is None:
+        check_env(args.env)
+    train(args, make_env, world_model)
 
 
 if __name__ == "__main__":
     try:
         main()
-    except (GameError, CheckpointError, OSError) as e:
+    except (GameError, CheckpointError, EpisodeError, OSError) as e:
         sys.exit(f"error: {e}")

@@ -41,8 +41,8 @@ def read_checkpoint(path, flag, device="cpu"):
     except Exception as e:  # truncated zip, not a torch file, pickle errors
         raise CheckpointError(f"{flag} {path} is not a readable checkpoint ({type(e).__name__}): the file is "
                               f"truncated or corrupt; write it again") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(f"{flag} {path} is not a checkpoint of this project (no model and config in it)")
+    if not isinstance(ckpt, dict) or not {"model", "config", "model_type"} <= ckpt.keys():
+        raise CheckpointError(f"{flag} {path} is not a checkpoint of this project (no model, config and model_type in it)")
     return ckpt
 
 
@@ -52,8 +52,8 @@ def load_checkpoint(path, kind, flag, device="cpu"):
     Returns (model in eval mode, checkpoint dict); a dynamics codebook comes back with the weights.
     """
     ckpt = read_checkpoint(path, flag, device)
-    if ckpt.get("model_type") != kind:
-        raise CheckpointError(f"{flag} {path} holds a {ckpt.get('model_type', 'agent')} model, not a {kind} model")
+    if ckpt["model_type"] != kind:
+        raise CheckpointError(f"{flag} {path} holds a {ckpt['model_type']} model, not a {kind} model")
     Model, Config, _ = MODELS[kind]
     try:
         model = Model(Config(**ckpt["config"])).to(device)
@@ -72,7 +72,7 @@ def load_world_model(dynamics_path, tokenizer_path=None, device="cpu"):
     """
     dynamics, ckpt = load_checkpoint(dynamics_path, "dynamics", "--dynamics", device)
     if tokenizer_path is None:
-        tokenizer_path = ckpt.get("tokenizer")
+        tokenizer_path = ckpt["tokenizer"]
         if not tokenizer_path or not Path(tokenizer_path).is_file():
             raise CheckpointError(f"the tokenizer {dynamics_path} was trained on ({tokenizer_path}) is not there: "
                                   f"pass --tokenizer PATH")

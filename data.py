@@ -80,7 +80,7 @@ def clip_order(episode_of_clip, seed, epoch, block=8):
 class Batches(Sampler):
     """Endless batches of clip ids; batch slot k = places [k*B, (k+1)*B) of the epochs laid end to end.
 
-    The loop reads slot (step * grad_accum + micro) * world + rank: ranks see different clips, and a
+    The loop reads slot (step * grad_accum + micro) * world_size + rank: ranks see different clips, and a
     resumed run reads exactly the batches that the uninterrupted run would have read.
     """
 
@@ -104,7 +104,7 @@ def barrier():
 
 
 @torch.no_grad()
-def tokenize_clips(tokenizer, lam, clips, path, meta, *, batch_size, workers, rank, world, device, ctx):
+def tokenize_clips(tokenizer, lam, clips, path, meta, *, batch_size, workers, rank, world_size, device, ctx):
     """Ids of every clip by the frozen tokenizer, computed once into a memory-mapped int16 [N, T, h, w] .npy
     (and with a frozen LAM its latent actions [N, T-1] into latent_<split>.npy beside it).
 
@@ -120,7 +120,8 @@ def tokenize_clips(tokenizer, lam, clips, path, meta, *, batch_size, workers, ra
             for p, shape in shapes.items():
                 np.lib.format.open_memmap(tmp[p], "w+", np.int16, (len(clips), *shape))
         barrier()
-        arrays, part = {p: np.lib.format.open_memmap(tmp[p], "r+") for p in shapes}, range(rank * len(clips) // world, (rank + 1) * len(clips) // world)
+        arrays = {p: np.lib.format.open_memmap(tmp[p], "r+") for p in shapes}
+        part = range(rank * len(clips) // world_size, (rank + 1) * len(clips) // world_size)  # this rank's clips
         loader = DataLoader(Subset(clips, part), batch_size=batch_size, num_workers=workers)
         for k, batch in enumerate(tqdm(loader, desc=f"tokenise {path.name}", disable=rank > 0)):
             frames, at = batch["frames"].to(device), part.start + k * batch_size

@@ -3,7 +3,9 @@
 Paper sec. 4 ("GenieRedux-G"). A causal ST transformer reads the tokenizer's
 token ids of a clip, some replaced by a mask id, plus the action that produced each
 frame, and predicts the codebook index of every token. Trained with MaskGIT masking;
-sampled by appending masked frames and unmasking them in a few confident steps.
+sampled by appending masked frames and unmasking them in a few confident steps: Dynamics.generate
+is that sampler as the paper describes it; generate_cached gives the same tokens faster, from a
+TimeCache of the frames before (tokenizer.py), and sample_codes draws the codes.
 GenieRedux-G's two additions are switches (paper Tab. 4 ablation):
   token input  - the embedding of a token also gets a projection of its codebook vector: a learned one,
                  or the tokenizer's own frozen output projection times 10 (the authors' code);
@@ -21,11 +23,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tokenizer import STBlock, TimeCache, commit
+from tokenizer import STBlock, TimeCache
 
 
 @dataclass
 class DynamicsConfig:
+    # num_codes, code_dim and grid are the tokenizer's: train.py copies them from it
     num_codes: int = 1024  # tokenizer codebook size; id num_codes is the mask token
     code_dim: int = 32  # tokenizer code vector size (token input)
     grid: tuple = (16, 16)  # tokens per frame (h, w): 64x64 frames, patch 4
@@ -39,14 +42,10 @@ class DynamicsConfig:
     tdce: bool = True  # paper eq. 1: token distance cross-entropy
     tdce_lambda: float = 1.0  # weight of the distance term
 
-    def __post_init__(self):  # checkpoints written before the frozen variant stored token_input as a bool
-        self.token_input = {True: "learned", False: "none"}.get(self.token_input, self.token_input)
-
 
 PRESETS = {
-    # CPU: the main job's world model in ~8 minutes, on the tiny tokenizer's 8x8 tokens of 256 codes
-    "tiny": DynamicsConfig(num_codes=256, grid=(8, 8), dim=64, depth=4, heads=4),
-    "small": DynamicsConfig(dim=256, depth=6, heads=8),  # one GPU, < 1 hour
+    "tiny": DynamicsConfig(dim=64, depth=4, heads=4),  # CPU, as wide as the tiny tokenizer (token input "frozen")
+    "small": DynamicsConfig(dim=256, depth=6, heads=8),  # one GPU
     "paper": DynamicsConfig(dim=512, depth=12, heads=8),  # the paper's: 12 blocks, d=512, 8 heads
 }
 
@@ -111,33 +110,31 @@ def token_entropy(logits):
 
 
 def sample_codes(logits, temperature=1.0, generator=None):
-    """One code per row of logits [K, C], drawn from softmax(logits / temperature); temperature 0 = argmax.
+    """One code per row of logits [K, C], drawn from softmax(logits / temperature); temperature 0: the argmax.
 
-    Inverse transform sampling: one uniform number per token, looked up in the cumulative distribution.
-    It draws from the same distribution as torch.multinomial (and Gumbel-max) at a fraction of the cost.
     Returns (codes int64 [K], their probability under softmax(logits) [K]: MaskGIT's confidence).
+    The draw is torch.multinomial's, made faster by inverse_cdf.
     """
     logits = logits.float()
-    top = logits.amax(-1, keepdim=True)
-    weights = (logits - top).exp_()  # softmax(logits) times its sum (in place: a second buffer costs page faults)
+    probs = logits.softmax(-1)
     if temperature == 0:
         codes = logits.argmax(-1)
     else:
-        tempered = weights if temperature == 1 else ((logits - top) / temperature).exp_()
-        codes = inverse_cdf(tempered, generator)
-    return codes, weights.gather(-1, codes[:, None])[:, 0] / weights.sum(-1)
+        codes = inverse_cdf(probs if temperature == 1 else (logits / temperature).softmax(-1), generator)
+    return codes, probs.gather(-1, codes[:, None])[:, 0]
 
 
 def inverse_cdf(weights, generator=None):
     """Per row of non-negative weights [K, C], the index i drawn with probability weights[i] / sum(weights).
 
-    A uniform u in [0, sum) picks the first index whose running sum exceeds u. The running sum is taken in two
-    levels, over groups of ~sqrt(C) codes and then inside the chosen group: a full cumsum over C codes is a
-    sequential scan, 3-4x slower on a CPU. The same u gives the same index as the one-level lookup.
+    Inverse transform sampling: a uniform u in [0, sum) picks the first index whose running sum exceeds u.
+    The running sum is taken in two levels, over groups of ~sqrt(C) codes and then inside the chosen group,
+    as one cumsum over all C codes is a long sequential scan on a CPU. The same u gives the index of the
+    one-level lookup, searchsorted(weights.cumsum(-1), u).
     """
     K, C = weights.shape
     size = math.isqrt(C - 1) + 1  # codes per group
-    groups = (F.pad(weights, (0, -C % size)) if C % size else weights).view(K, -1, size)  # [K, G, size]
+    groups = F.pad(weights, (0, -C % size)).view(K, -1, size)  # [K, G, size]
     group_sums = groups.sum(-1)  # [K, G]
     ends = group_sums.cumsum(-1)  # running sum at the end of each group
     u = torch.rand(K, 1, generator=generator, device=weights.device) * ends[:, -1:]
@@ -146,41 +143,6 @@ def inverse_cdf(weights, generator=None):
     inside = groups.gather(1, group[:, :, None].expand(K, 1, size))[:, 0].cumsum(-1)  # [K, size]
     index = torch.searchsorted(inside, u_inside, right=True).clamp_max(size - 1)
     return (group * size + index)[:, 0].clamp_max(C - 1)
-
-
-class Context:
-    """The frames a sample continues from (Dynamics.context makes one; Dynamics.maskgit reads it).
-
-    use_cache (default): a frame's keys and values are computed once, when it is appended, and each
-    MaskGIT step runs only the frames being generated. use_cache=False keeps the tokens and re-runs
-    every frame at every step: the plain reference the cache must match token for token.
-    window: the cache keeps the last window frames at most (sliding-window attention for endless play).
-    """
-
-    def __init__(self, model, window=None, use_cache=True):
-        assert use_cache or window is None, "a window needs the cache"
-        self.model = model
-        self.caches = [TimeCache(window) for _ in model.blocks] if use_cache else None
-        self.tokens = self.frame_actions = None  # use_cache=False: the frames so far, [B, T, h, w] and [B, T]
-
-    def hidden(self, tokens, frame_actions):
-        """Hidden states [B, n, h*w, dim] of frames tokens [B, n, h, w] (frame_actions [B, n]) after the context."""
-        if self.caches is not None:
-            return self.model.hidden(tokens, frame_actions, self.caches)
-        n = tokens.shape[1]
-        return self.model.hidden(torch.cat([self.tokens, tokens], 1), torch.cat([self.frame_actions, frame_actions], 1))[:, -n:]
-
-    @torch.no_grad()
-    def append(self, tokens, frame_actions):
-        """These frames [B, n, h, w], made by frame_actions [B, n], are final: they join the context."""
-        if self.caches is not None:
-            self.model.hidden(tokens, frame_actions, self.caches)
-            commit(self.caches)
-        elif self.tokens is None:
-            self.tokens, self.frame_actions = tokens, frame_actions
-        else:
-            self.tokens = torch.cat([self.tokens, tokens], 1)
-            self.frame_actions = torch.cat([self.frame_actions, frame_actions], 1)
 
 
 class Dynamics(nn.Module):
@@ -236,7 +198,8 @@ class Dynamics(nn.Module):
         """tokens int64 [B, T, h, w] (may hold mask_id), frame_actions int64 [B, T]: the action that produced
         each frame (num_actions = none, an episode's first frame) -> hidden states [B, T, h*w, dim].
 
-        With caches (one TimeCache per block), tokens are the frames after the cached ones.
+        Given caches (one TimeCache per block, of the frames before), tokens are the frames after those, and
+        hidden returns (hidden states, the caches with these frames added); the caches given stay as they were.
         """
         B, T, h, w = tokens.shape
         ids = tokens.reshape(B, T, h * w)  # [B, T, N]
@@ -248,9 +211,14 @@ class Dynamics(nn.Module):
         elif self.config.token_input == "frozen":  # the same through the tokenizer's frozen projection: a lookup
             x = x + self.code_input[ids]
         x = x + self.pos
-        for block, action_embed, cache in zip(self.blocks, self.action_embed, caches or [None] * len(self.blocks)):
-            x = block(x + action_embed(frame_actions)[:, :, None, :], cache)  # causal in time
-        return self.norm(x)
+        caches = None if caches is None else list(caches)  # a new list: the caller's stays as it was
+        for i, block in enumerate(self.blocks):
+            x = x + self.action_embed[i](frame_actions)[:, :, None, :]
+            if caches is None:
+                x = block(x)  # causal in time
+            else:
+                x, caches[i] = block(x, caches[i])
+        return self.norm(x) if caches is None else (self.norm(x), caches)
 
     def forward(self, tokens, actions):
         """tokens int64 [B, T, h, w] (may hold mask_id), actions int64 [B, T-1] -> logits [B, T, h, w, C]."""
@@ -264,13 +232,13 @@ class Dynamics(nn.Module):
         """MaskGIT objective on a clip: batch {"tokens": [B, T, h, w], "actions": [B, T-1]}."""
         tokens, actions = batch["tokens"], batch["actions"]
         B, T = tokens.shape[:2]
-        # The first frames of a clip are its context and stay clean, as the frames a sample continues
-        # from do: frame 0 always (nothing in the clip could predict it) and, per sample, a random
-        # number of frames after it, so the model also learns to continue 2 clean frames (evaluation),
-        # or 10 (autoregressive play). Later frames are masked at the sample's rate.
-        context = torch.randint(1, T, (B,), device=tokens.device)  # [B] clean frames per sample
+        # The first frames of a clip stay clean, as the frames a sample continues from do: frame 0
+        # always (nothing in the clip could predict it) and, per sample, a random number of frames
+        # after it, so the model also learns to continue 2 clean frames (evaluation), or 10
+        # (autoregressive play). Later frames are masked at the sample's rate.
+        n_clean = torch.randint(1, T, (B,), device=tokens.device)  # [B] clean frames per sample
         _, mask = random_mask(tokens, self.mask_id)
-        mask &= torch.arange(T, device=tokens.device)[None, :, None, None] >= context[:, None, None, None]
+        mask &= torch.arange(T, device=tokens.device)[None, :, None, None] >= n_clean[:, None, None, None]
         logits = self(tokens.masked_fill(mask, self.mask_id), actions)[mask]  # [M, C]: only masked positions are scored
         targets = tokens[mask]  # [M]
         distance = self.distance if self.config.tdce else None
@@ -279,102 +247,121 @@ class Dynamics(nn.Module):
         return loss, {"loss": loss.item(), "ce": ce.item(), "acc": acc.item(), "mask_rate": mask.float().mean().item()}
 
     # -----------------------------------------------------------------------
-    # Sampling: MaskGIT on top of a context whose frames are computed once
+    # Sampling: MaskGIT, the plain algorithm first
+    # -----------------------------------------------------------------------
+
+    def _check_actions(self, tokens, actions, n_frames):
+        B, T = tokens.shape[:2]
+        assert actions.shape == (B, T - 1 + n_frames), \
+            f"actions {tuple(actions.shape)} should be [B, T-1+n_frames] = {(B, T - 1 + n_frames)}"
+
+    @torch.no_grad()
+    def generate(self, tokens, actions, n_frames, steps=25, temperature=1.0, generator=None, anneal=False,
+                 frame_order=0.0, predict=None):
+        """MaskGIT (Chang et al. 2022), as Genie and the paper sample: n_frames frames after tokens [B, T, h, w].
+
+        actions [B, T-1+n_frames]: the T-1 between the given frames, then the n_frames that make the new ones.
+        Append n_frames fully masked frames ("one go"); each of `steps` steps predicts every masked token, keeps
+        the most confident ones and re-masks the rest, fewer at every step along a cosine, none after the last.
+        temperature: codes are drawn from softmax(logits / temperature); 0 takes the argmax.
+        anneal (the authors' code): step s samples at temperature * (1 - (s+1)/steps), down to the argmax.
+        frame_order: a token's confidence is its log-probability minus frame_order per frame after the first,
+        so earlier frames settle first and, the model being causal in time, later frames are predicted from
+        them; 0 is MaskGIT's own order. The paper's sampler is the defaults here (temperature 1, or anneal;
+        frame_order 0); evaluate.py's defaults, temperature 0 and frame_order 0.25, are ours.
+        predict(new frames [B, n, h, w]) -> their logits [B, n, h, w, C]. The default runs the whole clip
+        through the model at every step; generate_cached gives the same logits running only the new frames.
+        Returns tokens [B, T+n_frames, h, w].
+        """
+        B, T, h, w = tokens.shape
+
+        def whole_clip(new):  # the plain way: the given frames and the new ones through the model
+            return self(torch.cat([tokens, new], 1), actions)[:, T:]
+
+        if predict is None:
+            self._check_actions(tokens, actions, n_frames)
+            predict = whole_clip
+        new = tokens.new_full((B, n_frames, h, w), self.mask_id)  # the frames to make, fully masked
+        M = n_frames * h * w  # tokens to make per sample
+        lateness = frame_order * torch.arange(n_frames, device=new.device)[:, None, None]  # [n, 1, 1]
+        for step in range(steps):
+            masked = new == self.mask_id  # [B, n, h, w]
+            tau = temperature * (1 - (step + 1) / steps) if anneal else temperature
+            codes, probability = sample_codes(predict(new)[masked], tau, generator)  # every masked token: [K]
+            # tokens kept earlier stay: infinite confidence (inf - lateness is still inf)
+            confidence = torch.full(new.shape, math.inf, device=new.device).masked_scatter(masked, probability.log())
+            confidence = (confidence - lateness).view(B, M)
+            # cosine schedule (MaskGIT): after step s of S, cos(pi/2 * (s+1)/S) of the tokens are still masked
+            n_masked = math.floor(M * math.cos(math.pi / 2 * (step + 1) / steps))
+            keep = torch.zeros_like(masked).view(B, M).scatter_(1, confidence.topk(M - n_masked).indices, True)
+            new = torch.where(keep.view_as(new), new.masked_scatter(masked, codes), self.mask_id)
+        return torch.cat([tokens, new], 1)
+
+    # -----------------------------------------------------------------------
+    # The fast way: each frame's keys and values of time attention are computed once, into a TimeCache
     # -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def context(self, tokens, actions, window=None, use_cache=True):
-        """The frames to continue from: tokens [B, Tc, h, w] and the Tc-1 actions between them -> a Context."""
-        context = Context(self, window, use_cache)
-        context.append(tokens, F.pad(actions, (1, 0), value=self.config.num_actions))  # frame 0: "no action"
-        return context
+    def cache(self, tokens, actions, window=None):
+        """The TimeCaches (one per block) of frames tokens [B, T, h, w] and the T-1 actions between them.
+
+        window: a frame looks back at most window - 1 frames (sliding-window attention, for endless play).
+        """
+        frame_actions = F.pad(actions, (1, 0), value=self.config.num_actions)  # frame 0: "no action"
+        return self.add_frames([TimeCache(window) for _ in self.blocks], tokens, frame_actions)
 
     @torch.no_grad()
-    def maskgit(self, context, actions, steps=25, temperature=1.0, generator=None, anneal=False, frame_order=0.0):
-        """Sample the frames that follow `context`, made by actions [B, n], in `steps` MaskGIT steps.
+    def add_frames(self, caches, tokens, actions):
+        """The caches with frames tokens [B, n, h, w], made by actions [B, n], added after their frames."""
+        return self.hidden(tokens, actions, caches)[1]
 
-        MaskGIT (Chang et al. 2022): start from fully masked frames; each step predicts every masked
-        token, keeps the most confident ones and re-masks the rest, fewer every step (cosine schedule).
-        Only the new frames run through the model. anneal: step s samples at temperature
-        * (1 - (s+1)/steps), falling linearly to 0 (argmax) at the last step, as the authors' sampler does.
-        frame_order (several frames at once): a token's confidence is its log-probability minus frame_order
-        per frame after the first, so earlier frames tend to be committed first and, the model being causal
-        in time, later frames are predicted from them; 0 is MaskGIT's order.
-        Returns tokens [B, n, h, w]; `context.append` them to go on from there.
+    @torch.no_grad()
+    def generate_cached(self, caches, actions, steps=25, temperature=1.0, generator=None, anneal=False,
+                        frame_order=0.0):
+        """generate after the frames of caches (Dynamics.cache) instead of their tokens: the same tokens, and
+        each MaskGIT step runs only the new frames, made by actions [B, n]. Returns them, [B, n, h, w].
+
+        Pass them to add_frames to go on from there.
         """
-        assert steps >= 1, f"MaskGIT needs at least one step, got steps={steps}"
         (B, n), (h, w) = actions.shape, self.config.grid
-        M = n * h * w
-        ids = actions.new_full((B, M), self.mask_id)  # [B, M] the frames being generated
-        lateness = frame_order * torch.arange(n, device=ids.device).repeat_interleave(h * w)  # [M]
-        for step in range(steps):
-            masked = ids == self.mask_id
-            hidden = context.hidden(ids.view(B, n, h, w), actions).reshape(B, M, -1)  # [B, M, dim]
-            # only masked tokens are scored; in blocks of rows whose logits stay in the CPU's cache (3x faster)
-            tau = temperature * (1 - (step + 1) / steps) if anneal else temperature
-            samples = [sample_codes(self.head(rows), tau, generator) for rows in hidden[masked].split(2048)]
-            codes, confidence = (torch.cat(x) for x in zip(*samples))  # [K] each
-            candidates = ids.masked_scatter(masked, codes)
-            # tokens fixed earlier stay fixed: infinite confidence (inf - lateness is still inf)
-            confidence = torch.full(ids.shape, float("inf"), device=ids.device).masked_scatter(masked, confidence.log())
-            confidence = confidence - lateness  # [B, M] - [M]
-            # cosine schedule (MaskGIT): after this step cos(pi/2 * (step+1)/steps) of the tokens stay masked
-            n_masked = math.floor(M * math.cos(math.pi / 2 * (step + 1) / steps))
-            keep = torch.zeros_like(masked).scatter_(1, confidence.topk(M - n_masked, dim=1).indices, True)
-            ids = torch.where(keep, candidates, self.mask_id)
-        return ids.view(B, n, h, w)
 
-    def _check_actions(self, context, actions, n_frames):
-        B, Tc = context.shape[:2]
-        assert actions.shape == (B, Tc - 1 + n_frames), \
-            f"actions {tuple(actions.shape)} should be [B, Tc-1+n_frames] = {(B, Tc - 1 + n_frames)}"
+        def predict(new):  # the caches serve the keys and values of the frames before
+            return self.head(self.hidden(new, actions, caches)[0]).view(B, n, h, w, -1)
+
+        before = actions.new_zeros(B, 0, h, w)  # no frame before is given as tokens: the caches hold them
+        return self.generate(before, None, n, steps, temperature, generator, anneal, frame_order, predict)
 
     @torch.no_grad()
-    def generate(self, context_tokens, actions, n_frames, steps=25, temperature=1.0, generator=None, use_cache=True,
-                 anneal=False, frame_order=0.0):
-        """Single-pass ("one go"): all n_frames future frames masked at once, one MaskGIT run over them.
-
-        context_tokens [B, Tc, h, w], actions [B, Tc-1+n_frames] -> tokens [B, Tc+n_frames, h, w].
-        temperature 0 samples the argmax (deterministic); steps=1 at temperature 0 = one argmax pass.
-        use_cache=False re-runs the context at every step: slower, the same tokens. anneal, frame_order: see maskgit.
-        """
-        self._check_actions(context_tokens, actions, n_frames)
-        Tc = context_tokens.shape[1]
-        context = self.context(context_tokens, actions[:, :Tc - 1], use_cache=use_cache)
-        new = self.maskgit(context, actions[:, Tc - 1:], steps, temperature, generator, anneal, frame_order)
-        return torch.cat([context_tokens, new], dim=1)
+    def generate_autoregressive(self, tokens, actions, n_frames, steps=25, temperature=1.0, generator=None,
+                                anneal=False):
+        """Like generate, but one frame at a time, each fed back as context: the tokens of calling generate
+        for one frame n_frames times, on a TimeCache of the frames so far."""
+        self._check_actions(tokens, actions, n_frames)
+        T = tokens.shape[1]
+        caches, frames = self.cache(tokens, actions[:, :T - 1]), [tokens]
+        for t in range(T - 1, T - 1 + n_frames):
+            frames.append(self.generate_cached(caches, actions[:, t:t + 1], steps, temperature, generator, anneal))
+            caches = self.add_frames(caches, frames[-1], actions[:, t:t + 1])
+        return torch.cat(frames, 1)
 
     @torch.no_grad()
-    def generate_autoregressive(self, context_tokens, actions, n_frames, steps=25, temperature=1.0, generator=None,
-                                use_cache=True, anneal=False):
-        """Like generate, but one frame at a time: each new frame is generated, then fed back as context."""
-        self._check_actions(context_tokens, actions, n_frames)
-        Tc = context_tokens.shape[1]
-        context, frames = self.context(context_tokens, actions[:, :Tc - 1], use_cache=use_cache), [context_tokens]
-        for t in range(Tc - 1, Tc - 1 + n_frames):
-            frames.append(self.maskgit(context, actions[:, t:t + 1], steps, temperature, generator, anneal))
-            context.append(frames[-1], actions[:, t:t + 1])
-        return torch.cat(frames, dim=1)
-
-    @torch.no_grad()
-    def predict_logits(self, context_tokens, actions, n_frames, steps=1, temperature=0.0):
+    def predict_logits(self, tokens, actions, n_frames, steps=1, temperature=0.0):
         """Logits of the last of n_frames predicted frames: the input of the AutoExplore reward (paper eq. 2).
 
-        context_tokens [B, Tc, h, w] (the paper: Tc = 2 frames o(t-4), o(t-3)), actions
-        [B, Tc-1+n_frames] (the actions since; the paper: n_frames = 3, predicting o(t-2)..o(t)).
-        The first n_frames-1 frames are generated as `generate` does (default: one argmax pass);
-        then the last frame is appended fully masked and one forward pass gives its
-        distribution over codes. Returns float32 logits [B, h, w, num_codes];
+        tokens [B, T, h, w] (the paper: T = 2 frames o(t-4), o(t-3)), actions [B, T-1+n_frames] (the actions
+        since; the paper: n_frames = 3, predicting o(t-2)..o(t)). The first n_frames-1 frames are generated as
+        `generate` does (default: one argmax pass); then the last frame is appended fully masked and one
+        forward pass gives its distribution over codes. Returns float32 logits [B, h, w, num_codes];
         pass them to token_entropy for the per-token uncertainty. Batch all envs in B.
         """
-        self._check_actions(context_tokens, actions, n_frames)
-        B, Tc, h, w = context_tokens.shape
-        context = self.context(context_tokens, actions[:, :Tc - 1])
+        self._check_actions(tokens, actions, n_frames)
+        B, T, h, w = tokens.shape
+        caches, between = self.cache(tokens, actions[:, :T - 1]), tokens[:, :0]
         if n_frames > 1:
-            between = actions[:, Tc - 1:-1]
-            context.append(self.maskgit(context, between, steps, temperature), between)
-        masked = context_tokens.new_full((B, 1, h, w), self.mask_id)
-        return self.head(context.hidden(masked, actions[:, -1:]))[:, 0].view(B, h, w, -1).float()
+            between = self.generate_cached(caches, actions[:, T - 1:-1], steps, temperature)
+        masked = tokens.new_full((B, 1, h, w), self.mask_id)
+        hidden = self.hidden(torch.cat([between, masked], 1), actions[:, T - 1:], caches)[0]  # [B, n, h*w, dim]
+        return self.head(hidden[:, -1]).view(B, h, w, -1).float()
 
 
 def count_parameters(model):

@@ -167,7 +167,7 @@ def load_episode(path, resolution=None):
 # Frames of any size: pad to a square with black, then antialiased area resize
 # ---------------------------------------------------------------------------
 
-BAND = 8  # output pixels per band of the resize: wider bands multiply more zeros, narrower ones cost more calls (8 measured fastest)
+BAND = 8  # output pixels per band of the resize: wider bands multiply more zeros, narrower ones cost more calls
 
 
 @functools.lru_cache(maxsize=32)

@@ -16,11 +16,9 @@ results.md, horizon.png, rollouts.png/.gif, tokens.png, uncertainty.png. FID nee
 weights (see metrics.py); without them it is reported unavailable. play.py plays the same models.
 """
 import argparse
-import copy
 import json
 import math
 import sys
-from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -109,10 +107,10 @@ def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, 
     """Metrics of a dynamics model on test windows: the whole evaluation, without files.
 
     windows: (frames uint8 [12, H, W, 3], actions int64 [11]) pairs, e.g. from load_windows.
-    tokenizer: encode(frames [B, T, H, W, 3]) -> ids [B, T, h, w]; decode(ids, caches) -> frames; decoder_caches().
-    modes: "one-go" and/or "autoregressive". inception: a metrics.FIDInceptionV3, or None for no FID.
+    tokenizer: encode(frames [B, T, H, W, 3]) -> ids [B, T, h, w]; decode(ids, caches) -> (frames, caches);
+    decoder_caches(). modes: "one-go" and/or "autoregressive". inception: a metrics.FIDInceptionV3, or None for no FID.
     protocols: "random" and/or "swap", the delta_t PSNR protocols (DELTA_PROTOCOLS).
-    anneal, frame_order (one-go only): see Dynamics.maskgit.
+    anneal, frame_order (one-go only): see Dynamics.generate; frame_order and temperature 0 are ours, not the paper's.
     Returns (metrics, a JSON-ready dict; sample, the first window's clips, tokens and actions).
     """
     device = torch.device(device)
@@ -131,24 +129,28 @@ def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, 
         truth = frames[:, CONTEXT:]  # [B, 10, H, W, 3]
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             tokens = tokenizer.encode(frames)  # [B, 12, h, w]
-            context_decoder = tokenizer.decoder_caches()
-            context = tokenizer.decode(tokens[:, :CONTEXT], context_decoder).float()  # decoded once for every row
+            # the context is decoded once; every row's predicted frames are decoded after its caches
+            context_frames, context_decoder = tokenizer.decode(tokens[:, :CONTEXT], tokenizer.decoder_caches())
 
             def decode_predicted(ids):  # predicted frames alone, on the decoder's keys and values of the context
-                return tokenizer.decode(ids, [copy.copy(c) for c in context_decoder]).float()  # commit never writes in place
+                return tokenizer.decode(ids, context_decoder)[0].float()
 
             preds = {"tokenizer": decode_predicted(tokens[:, CONTEXT:]),
                      "copy-last-frame": frames[:, CONTEXT - 1:CONTEXT].expand_as(truth)}
             clips = {}
             for mode in modes:
-                generate = (partial(dynamics.generate, frame_order=frame_order) if mode == "one-go"
-                            else dynamics.generate_autoregressive)
                 for name, acts in (("true actions", actions), *((branches[p], altered[p]) for p in protocols)):
                     generator = torch.Generator(device).manual_seed(seed + start)  # every branch: same sampler noise
-                    out = generate(tokens[:, :CONTEXT], acts, HORIZON, steps, temperature, generator, anneal=anneal)
+                    if mode == "one-go":  # all HORIZON frames in one MaskGIT run, the context run once (TimeCache)
+                        caches = dynamics.cache(tokens[:, :CONTEXT], acts[:, :CONTEXT - 1])
+                        new = dynamics.generate_cached(caches, acts[:, CONTEXT - 1:], steps, temperature, generator,
+                                                       anneal, frame_order)
+                    else:  # one MaskGIT run per frame, each fed back
+                        new = dynamics.generate_autoregressive(tokens[:, :CONTEXT], acts, HORIZON, steps, temperature,
+                                                               generator, anneal)[:, CONTEXT:]
                     # x^' is scored at t only, and the decoder is causal: frames after t are decoded for the picture alone
                     shown = HORIZON if name == "true actions" or sample is None else DELTA_T
-                    clips[f"{mode}, {name}"] = decode_predicted(out[:, CONTEXT:CONTEXT + shown])  # [B, shown, H, W, 3]
+                    clips[f"{mode}, {name}"] = decode_predicted(new[:, :shown])  # [B, shown, H, W, 3]
                 preds[mode] = clips[f"{mode}, true actions"]
                 at_t = DELTA_T - 1
                 for p in protocols:
@@ -161,7 +163,7 @@ def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, 
                 features[row].add(inception_features(inception, x.flatten(0, 1)))
         if sample is None:  # the first window, for the pictures
             sample = {"clips": {"ground truth": frames[0].cpu(),
-                                **{k: torch.cat([context[0], v[0]]).cpu() for k, v in clips.items()}},
+                                **{k: torch.cat([context_frames[0].float(), v[0]]).cpu() for k, v in clips.items()}},
                       "tokens": tokens[0].cpu(), "actions": actions[0].cpu()}
         bar.set_postfix(psnr=f"{torch.cat(psnrs[rows[0]]).mean():.2f}")
 
@@ -217,9 +219,8 @@ ROW_NAMES = {"one-go": "dynamics, one-go", "autoregressive": "dynamics, autoregr
 
 
 def protocols_of(metrics):
-    """The delta_t PSNR protocols an evaluation reports (metrics.json from before the swap protocol: random)."""
-    keys = metrics.get("delta_protocols", {"delta_psnr": "random"})
-    return [p for p, key in DELTA_KEYS.items() if key in keys]
+    """The delta_t PSNR protocols an evaluation reports."""
+    return [p for p, key in DELTA_KEYS.items() if key in metrics["delta_protocols"]]
 
 
 def header(protocols):
@@ -246,7 +247,7 @@ def results_table(metrics):
 
 def notes(metrics):
     """The lines under a table: what each delta_t PSNR column means, and why FID is missing."""
-    lines = [f"delta_t PSNR, {text}." for text in metrics.get("delta_protocols", {}).values()]
+    lines = [f"delta_t PSNR, {text}." for text in metrics["delta_protocols"].values()]
     if metrics.get("fid_unavailable"):
         lines.append(f"FID unavailable: {metrics['fid_unavailable']}")
     return [f"\n{line}" for line in lines]
@@ -254,8 +255,8 @@ def notes(metrics):
 
 def sampling(metrics):
     """How the frames were sampled, for the text above a table."""
-    anneal = " annealed linearly to 0 over the steps" if metrics.get("anneal") else ""
-    order = f", one-go frame order {metrics['frame_order']} per frame" if metrics.get("frame_order") else ""
+    anneal = " annealed linearly to 0 over the steps" if metrics["anneal"] else ""
+    order = f", one-go frame order {metrics['frame_order']} per frame" if metrics["frame_order"] else ""
     return f"MaskGIT {metrics['steps']} steps, temperature {metrics['temperature']}{anneal}{order}"
 
 
@@ -310,7 +311,7 @@ def compare(run_dirs, out, paper=()):
         m = {"psnr": psnr_db, "ssim": ssim_value, **({"fid": fid} if fid is not None else {})}
         lines.append(f"| paper: {label} | {cells(m, protocols)}")
     first = next(iter(runs.values()))
-    merged = {"delta_protocols": {k: v for m in runs.values() for k, v in m.get("delta_protocols", {}).items()},
+    merged = {"delta_protocols": {k: v for m in runs.values() for k, v in m["delta_protocols"].items()},
               "fid_unavailable": first.get("fid_unavailable")}
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "results.md").write_text(
@@ -365,12 +366,14 @@ def parse_args(argv=None):
                    help="10 frames in one MaskGIT run, one frame at a time, or both (default both)")
     p.add_argument("--steps", type=int, default=25, help="MaskGIT steps per generated frame or run (default 25)")
     p.add_argument("--temperature", type=float, default=0.0,
-                   help="sampling temperature, 0 = argmax (default 0: 0.3-0.6 dB above 1 on Airstriker)")
+                   help="sampling temperature, 0 = argmax (default 0, our choice; the paper's MaskGIT samples at 1, "
+                        "or with --anneal)")
     p.add_argument("--anneal", action="store_true",
-                   help="MaskGIT step s of S samples at temperature * (1 - (s+1)/S), linear to argmax at the last step")
+                   help="MaskGIT step s of S samples at temperature * (1 - (s+1)/S), linear to argmax at the last step "
+                        "(the authors' code)")
     p.add_argument("--frame-order", type=float, default=0.25,
                    help="one-go: a token's confidence loses this much log-probability per frame after the first, so "
-                        "earlier frames are committed first (default 0.25; 0: MaskGIT's own order)")
+                        "earlier frames settle first (default 0.25, our addition; 0: MaskGIT's own order, the paper's)")
     p.add_argument("--delta-protocol", choices=["random", "swap", "both"], default="random",
                    help=f"delta_t PSNR's altered actions: random, every action from the first predicted frame on uniform "
                         f"random (Genie's; default); swap, only the action that makes predicted frame {DELTA_T}, by another "

@@ -24,34 +24,34 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# Sizes per preset: episodes per env and their length, optimiser steps, agent steps, the fine-tuning
-# learning rate (tiny pretrains at 2e-3, which would wreck a fine-tuned decoder: 34.4 -> 28.6 dB in 30 steps).
+# Sizes per preset: episodes per env and their length, optimiser steps, the fine-tuning learning rate (tiny
+# pretrains at 2e-3, which would wreck a fine-tuned decoder), and both agents' PPO: the same settings and
+# step budget for either reward, over NUM_ENVS games, ROLLOUT steps per update, the first RANDOM_UPDATES
+# played by the uniform random policy (random's level on the curves).
 case $preset in
   tiny)  : "${EPISODES:=40}" "${MAX_STEPS:=400}" "${TOKENIZER_STEPS:=2000}" "${TOKENIZER_BATCH:=12}" "${TOKENIZER_SEQ_LEN:=4}" \
-           "${DYNAMICS_STEPS:=2000}" "${FT_EPISODES:=10}" "${DECODER_STEPS:=50}" "${FINETUNE_STEPS:=100}" "${AGENT_STEPS:=2048}" \
-           "${TEST_EPISODES:=6}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${NUM_ENVS:=2}" "${WORKERS:=2}" \
-           "${MASKGIT_STEPS:=8}" "${TEMPERATURE:=0}" "${FINETUNE_LR:=2e-4}" ;;
+           "${DYNAMICS_STEPS:=2000}" "${FT_EPISODES:=10}" "${DECODER_STEPS:=50}" "${FINETUNE_STEPS:=100}" \
+           "${TEST_EPISODES:=10}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${WORKERS:=2}" \
+           "${MASKGIT_STEPS:=8}" "${TEMPERATURE:=0}" "${FINETUNE_LR:=2e-4}" \
+           "${AGENT_STEPS:=30720}" "${NUM_ENVS:=8}" "${ROLLOUT:=64}" "${RANDOM_UPDATES:=7}" "${AGENT_LR:=2e-3}" "${ENT_COEF:=0.001}" ;;
   small) : "${EPISODES:=400}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=8000}" "${TOKENIZER_BATCH:=16}" "${TOKENIZER_SEQ_LEN:=16}" \
-           "${DYNAMICS_STEPS:=8000}" "${FT_EPISODES:=100}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=2000}" "${AGENT_STEPS:=200000}" \
-           "${TEST_EPISODES:=40}" "${EVAL_WINDOWS:=400}" "${BATCH:=16}" "${SEQ_LEN:=16}" "${NUM_ENVS:=8}" "${WORKERS:=8}" \
-           "${MASKGIT_STEPS:=25}" "${TEMPERATURE:=0}" "${FINETUNE_LR:=1e-4}" ;;
+           "${DYNAMICS_STEPS:=8000}" "${FT_EPISODES:=100}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=2000}" \
+           "${TEST_EPISODES:=40}" "${EVAL_WINDOWS:=400}" "${BATCH:=16}" "${SEQ_LEN:=16}" "${WORKERS:=8}" \
+           "${MASKGIT_STEPS:=25}" "${TEMPERATURE:=0}" "${FINETUNE_LR:=1e-4}" \
+           "${AGENT_STEPS:=200000}" "${NUM_ENVS:=8}" "${ROLLOUT:=128}" "${RANDOM_UPDATES:=4}" "${AGENT_LR:=2.5e-4}" "${ENT_COEF:=0.01}" ;;
   *) echo "error: --preset must be tiny or small, got '$preset'" >&2; exit 2 ;;
 esac
 [ "$fresh" = 1 ] && rm -rf "$out"
 mkdir -p "$out/done"
 
-step() {  # step NAME COMMAND...: run COMMAND once; a marker in OUT/done records that it finished
-  if [ -e "$out/done/$1" ]; then echo "[loop] skip $1 (done)"; return; fi
-  echo "[loop] $(date +%H:%M:%S) $1"
-  "${@:2}"
-  touch "$out/done/$1"
-}
-resume() { [ -e "$1" ] && echo --resume || true; }  # resume CHECKPOINT: an interrupted run continues
+source studies/steps.sh  # step NAME COMMAND... (skipped once done), resume CHECKPOINT
 collect=(python collect.py --max-steps "$MAX_STEPS" --workers "$WORKERS")
 train=(python train.py --preset "$preset" --workers 0)
 tokenizer_clips=(--batch-size "$TOKENIZER_BATCH" --seq-len "$TOKENIZER_SEQ_LEN")  # tiny: no encoder blocks, a frame is coded alone
 dynamics_clips=(--batch-size "$BATCH" --seq-len "$SEQ_LEN")  # 2 context + 10 predicted frames: the evaluation's windows
-evaluate=(python evaluate.py --data "$out/data/test" --mode both --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature "$TEMPERATURE")
+evaluate=(python evaluate.py --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature "$TEMPERATURE")
+ppo=(python agent.py --env "$env" --preset "$preset" --max-steps "$MAX_STEPS" --total-steps "$AGENT_STEPS" --num-envs "$NUM_ENVS"
+     --num-steps "$ROLLOUT" --random-updates "$RANDOM_UPDATES" --lr "$AGENT_LR" --ent-coef "$ENT_COEF")
 
 # 1. Random-agent data (sec. 5.1): the pretraining games, or the target game alone.
 if [ -n "$pretrain_envs" ]; then
@@ -66,8 +66,7 @@ step tokenizer "${train[@]}" "${tokenizer_clips[@]}" --model tokenizer --data "$
 step dynamics "${train[@]}" "${dynamics_clips[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --data "$out/data/pretrain" --steps "$DYNAMICS_STEPS" --out "$out/dynamics" $(resume "$out/dynamics/ckpt.pt")
 
 # 3. AutoExplore: PPO on the world model's token uncertainty only (sec. 4, eqs. 2-4).
-step agent python agent.py --env "$env" --reward autoexplore --dynamics "$out/dynamics/ckpt.pt" --preset "$preset" \
-  --num-envs "$NUM_ENVS" --total-steps "$AGENT_STEPS" --out "$out/agent" $(resume "$out/agent/agent.pt")
+step agent "${ppo[@]}" --reward autoexplore --dynamics "$out/dynamics/ckpt.pt" --out "$out/agent" $(resume "$out/agent/agent.pt")
 
 # 4. Exploration data on the target game: the agent's sampled actions plus 15% random ones.
 step collect-explore "${collect[@]}" --env "$env" --policy agent --agent "$out/agent/agent.pt" --episodes "$FT_EPISODES" --seed 1 --out "$out/data/explore"
@@ -83,16 +82,32 @@ for source in explore random; do
 done
 
 # 7. A held-out test set from another policy: PPO on the game's own reward (the paper: Agent57).
-step agent-env python agent.py --env "$env" --reward env --preset "$preset" --num-envs "$NUM_ENVS" \
-  --total-steps "$AGENT_STEPS" --seed 3 --out "$out/agent-env" $(resume "$out/agent-env/agent.pt")
-step collect-test "${collect[@]}" --env "$env" --policy agent --agent "$out/agent-env/agent.pt" --episodes "$TEST_EPISODES" --seed 3 --split test --out "$out/data/test"
+step agent-env "${ppo[@]}" --reward env --seed 3 --out "$out/agent-env" $(resume "$out/agent-env/agent.pt")
+step collect-test "${collect[@]}" --env "$env" --policy agent --agent "$out/agent-env/agent.pt" --epsilon 0 --episodes "$TEST_EPISODES" --seed 3 --split test --out "$out/data/test"
 
-# 8. Evaluate the pretrained and both fine-tuned models, one-go and autoregressive (sec. 5, Tab. 5).
-step eval-pretrained "${evaluate[@]}" --dynamics "$out/dynamics/ckpt.pt" --out "$out/eval/pretrained"
+# 8. Evaluate the pretrained and both fine-tuned models on the test set, one-go and autoregressive (sec. 5, Tab. 5).
+step eval-pretrained "${evaluate[@]}" --data "$out/data/test" --mode both --dynamics "$out/dynamics/ckpt.pt" --out "$out/eval/pretrained"
 for source in explore random; do
-  step "eval-$source" "${evaluate[@]}" --dynamics "$out/dynamics-$source/ckpt.pt" --out "$out/eval/finetuned-$source"
+  step "eval-$source" "${evaluate[@]}" --data "$out/data/test" --mode both --dynamics "$out/dynamics-$source/ckpt.pt" --out "$out/eval/finetuned-$source"
 done
 
-# 9. One table and one figure.
-python evaluate.py --compare "$out/eval/pretrained" "$out/eval/finetuned-random" "$out/eval/finetuned-explore" --out "$out"
+# 9. Where the world model is wrong (the paper's reading of Tab. 6): the pretrained model, one-go, on as many
+#    windows of the exploration episodes as of the fresh random ones (neither was in its training data).
+for source in explore random; do
+  step "eval-on-$source" "${evaluate[@]}" --data "$out/data/$source/train" --mode one-go --dynamics "$out/dynamics/ckpt.pt" --out "$out/eval/pretrained-on-$source"
+done
+
+# 10. What the agents learned, without the world model: return, steps alive and places reached per episode
+#     of each policy, beside the AutoExplore reward of every step and each agent's policy entropy.
+step report python agent.py --report --data "$out/data/random" "$out/data/explore" "$out/data/test" --dynamics "$out/dynamics/ckpt.pt" \
+  --agents "$out/agent/agent.pt" "$out/agent-env/agent.pt" --out "$out/report"
+
+# 11. One table and one figure.
+python evaluate.py --compare "$out/eval/pretrained" "$out/eval/finetuned-random" "$out/eval/finetuned-explore" --out "$out" >/dev/null
+{ echo; echo "## The pretrained model on the exploration episodes and on fresh random ones (one-go)"; echo
+  python evaluate.py --compare "$out/eval/pretrained-on-random" "$out/eval/pretrained-on-explore" --out "$out/eval/on-data" >/dev/null
+  cat "$out/eval/on-data/results.md"
+  echo; echo "## The agents' episodes (agent.py --report; report/report.png, agent/curves.png, agent-env/curves.png)"; echo
+  cat "$out/report/report.md"; } >>"$out/results.md"
+cat "$out/results.md"
 echo "[loop] $(date +%H:%M:%S) done: $out/results.md, $out/results.png"

@@ -59,18 +59,20 @@ class Player:
     def reset(self):
         """Back to the dataset frames; returns the last of them as the model sees it, uint8 [H, W, 3]."""
         tokens = self.tokenizer.encode(self.frames)  # [1, Tc, h, w]
-        self.context = self.dynamics.context(tokens, self.actions, window=self.memory)
-        self.decoder = self.tokenizer.decoder_caches(window=self.memory)
-        return to_uint8(self.tokenizer.decode(tokens, self.decoder)[0, -1].float().cpu().numpy())
+        self.dynamics_caches = self.dynamics.cache(tokens, self.actions, window=self.memory)
+        frames, self.decoder_caches = self.tokenizer.decode(tokens, self.tokenizer.decoder_caches(window=self.memory))
+        return to_uint8(frames[0, -1].float().cpu().numpy())
 
     @torch.no_grad()
     def step(self, action):
         """action: index in RIGHT LEFT UP DOWN JUMP -> the next frame, uint8 [H, W, 3]."""
         action = self.action_map[action] if self.action_map is not None else action
         actions = self.actions.new_tensor([[action]])  # [1, 1]
-        tokens = self.dynamics.maskgit(self.context, actions, self.steps, self.temperature, self.generator, self.anneal)
-        self.context.append(tokens, actions)  # the new frame is context from now on
-        return to_uint8(self.tokenizer.decode(tokens, self.decoder)[0, -1].float().cpu().numpy())
+        tokens = self.dynamics.generate_cached(self.dynamics_caches, actions, self.steps, self.temperature,
+                                               self.generator, self.anneal)  # [1, 1, h, w]
+        self.dynamics_caches = self.dynamics.add_frames(self.dynamics_caches, tokens, actions)  # context from now on
+        frames, self.decoder_caches = self.tokenizer.decode(tokens, self.decoder_caches)
+        return to_uint8(frames[0, -1].float().cpu().numpy())
 
 
 def play_keys(player, keys):
@@ -132,11 +134,13 @@ def benchmark(args):
         for _ in range(n):
             start = time.perf_counter()
             actions = player.actions.new_tensor([[0]])
-            tokens = dynamics.maskgit(player.context, actions, args.steps, args.temperature, player.generator, args.anneal)
-            player.context.append(tokens, actions)
+            tokens = dynamics.generate_cached(player.dynamics_caches, actions, args.steps, args.temperature,
+                                              player.generator, args.anneal)
+            player.dynamics_caches = dynamics.add_frames(player.dynamics_caches, tokens, actions)
             sync()
             middle = time.perf_counter()
-            to_uint8(tokenizer.decode(tokens, player.decoder)[0, -1].float().cpu().numpy())
+            frames, player.decoder_caches = tokenizer.decode(tokens, player.decoder_caches)
+            to_uint8(frames[0, -1].float().cpu().numpy())
             sync()
             sample, decode = sample + middle - start, decode + time.perf_counter() - middle
         return sample / n, decode / n
@@ -168,7 +172,8 @@ def parse_args(argv=None):
     p.add_argument("--window", type=int, default=0, help="start from this test window's context frames (default 0)")
     p.add_argument("--out", default="runs/play", help="--keys: folder for play.gif and play.png (default runs/play)")
     p.add_argument("--steps", type=int, default=8, help="MaskGIT steps per generated frame (default 8)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, 0 = argmax (default 1.0)")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="sampling temperature, 0 = argmax (default 1.0, the paper's)")
     p.add_argument("--anneal", action="store_true",
                    help="MaskGIT step s of S samples at temperature * (1 - (s+1)/S), linear to argmax at the last step")
     p.add_argument("--memory", type=int, default=16, help="frames the model looks back on, the clip length (default 16)")

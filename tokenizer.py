@@ -36,55 +36,49 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=False)
 
     def forward(self, x, bias=None, cache=None):
-        # x: [N, L, D]; bias: additive float mask broadcastable to [N, heads, L, past + L]; cache: a TimeCache
+        # x: [N, L, D]; bias: additive float mask broadcastable to [N, heads, L, past + L]
+        # cache (time attention while sampling): a TimeCache of the past frames; then returns (output, the new cache)
         N, L, D = x.shape
         q, k, v = self.qkv(x).view(N, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
         if cache is not None:
-            k, v = cache.extend(k, v)  # the past frames' keys and values were computed once, earlier
+            cache = cache.add(k, v)
+            k, v = cache.k, cache.v  # [N, heads, past + L, D/heads]: the past frames' were computed once, earlier
         if bias is None:
             out = F.scaled_dot_product_attention(q, k, v)  # [N, heads, L, D/heads]
-        else:  # time attention: many short sequences; written out, it runs 2x faster than SDPA on a CPU
+        else:  # time attention (ALiBi): written out, as SDPA with a float mask is slower on many short sequences
             scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5 + bias.to(q.dtype)  # [N, heads, L, past + L]
             scores = (scores - scores.amax(-1, keepdim=True)).exp()
             out = (scores / scores.sum(-1, keepdim=True)) @ v
-        return self.proj(out.transpose(1, 2).reshape(N, L, D))
+        out = self.proj(out.transpose(1, 2).reshape(N, L, D))
+        return out if cache is None else (out, cache)
 
 
 class TimeCache:
-    """Keys and values of one block's time attention for the frames that are already final.
+    """Keys and values of one block's time attention for the frames it has seen: what sampling remembers.
 
-    A block is causal in time, so a frame's keys and values never change once the frame is known:
-    sampling computes them once and then runs only the frames being generated (the context is not
-    re-encoded at every MaskGIT step or every played frame). `extend` serves the past frames with
-    the new ones; `commit` keeps the new ones once they are final. With `window`, only the last
-    window - 1 frames are kept and a frame looks back at most that far (sliding-window attention):
-    memory and cost of endless play stay bounded.
+    A block is causal in time, so a frame's keys and values never change once the frame is final: play and
+    MaskGIT compute them once and then run only the new frames. A cache is never changed: a forward pass given
+    one returns a new one that also holds the frames it ran on. Keep it when those frames are final (play's new
+    frame), drop it when they are not (a MaskGIT step); the old one stays as it was, so one cache can be
+    continued in several ways. With `window`, a frame looks back at most window - 1 frames (sliding-window
+    attention) and only those are kept: memory and cost of endless play stay bounded.
     """
 
-    def __init__(self, window=None):
+    def __init__(self, window=None, k=None, v=None):
         self.window = window
-        self.k = self.v = None  # [N, heads, frames, head_dim] of the committed frames
-        self.new = None  # (k, v) of the frames of the last forward pass
+        self.k, self.v = k, v  # [N, heads, frames, head_dim], or None before the first frame
 
     def __len__(self):
-        return 0 if self.k is None else self.k.shape[2]
+        """How many past frames the next frame sees."""
+        frames = 0 if self.k is None else self.k.shape[2]
+        return frames if self.window is None else min(frames, self.window - 1)
 
-    def extend(self, k, v):
-        """The new frames' k, v [N, heads, L, head_dim] -> those of the past and the new frames together."""
-        self.new = (k, v)
-        return (k, v) if self.k is None else (torch.cat([self.k, k], 2), torch.cat([self.v, v], 2))
-
-    def commit(self):
-        """Keep the frames of the last forward pass: they are final."""
-        k, v = self.extend(*self.new)
-        keep = k.shape[2] if self.window is None else self.window - 1
-        self.k, self.v, self.new = k[:, :, k.shape[2] - keep:], v[:, :, k.shape[2] - keep:], None
-
-
-def commit(caches):
-    """The frames of the last forward pass are final: every block keeps their keys and values."""
-    for cache in caches:
-        cache.commit()
+    def add(self, k, v):
+        """A new cache: these frames' keys and values [N, heads, L, head_dim] after the past ones they see."""
+        if self.k is not None:
+            first = self.k.shape[2] - len(self)  # frames beyond the window are forgotten
+            k, v = torch.cat([self.k[:, :, first:], k], 2), torch.cat([self.v[:, :, first:], v], 2)
+        return TimeCache(self.window, k, v)
 
 
 def causal_alibi_bias(T, heads, device, past=0, window=None):
@@ -106,8 +100,8 @@ class STBlock(nn.Module):
 
     x: [B, T, N, D] with N = h * w tokens per frame laid out row-major on a (h, w) grid.
     Frame t never sees frames after t: spatial attention and PEG stay inside a frame and
-    temporal attention is causal, so the block is causal in time. With a TimeCache, x holds
-    the frames after the cached ones.
+    temporal attention is causal, so the block is causal in time. Given a TimeCache, x holds
+    the frames after the cached ones, and the block returns (x, the cache with x's frames added).
     """
 
     def __init__(self, dim, heads, grid, mlp_ratio=4):
@@ -130,23 +124,34 @@ class STBlock(nn.Module):
         s = self.norm_space(x).reshape(B * T, N, D)
         x = x + self.attn_space(s).reshape(B, T, N, D)
         t = self.norm_time(x).transpose(1, 2).reshape(B * N, T, D)
-        past, window = (len(cache), cache.window) if cache is not None else (0, None)
-        bias = causal_alibi_bias(T, self.heads, x.device, past, window)
-        x = x + self.attn_time(t, bias, cache).reshape(B, N, T, D).transpose(1, 2)
-        return x + self.mlp(self.norm_mlp(x))
+        if cache is None:
+            out = self.attn_time(t, causal_alibi_bias(T, self.heads, x.device))
+        else:  # the frames of x come after those of the cache
+            out, cache = self.attn_time(t, causal_alibi_bias(T, self.heads, x.device, len(cache), cache.window), cache)
+        x = x + out.reshape(B, N, T, D).transpose(1, 2)
+        x = x + self.mlp(self.norm_mlp(x))
+        return x if cache is None else (x, cache)
 
 
 class STTransformer(nn.Sequential):
-    """Encoder or decoder body: `depth` ST blocks, then a LayerNorm, on x [B, T, N, D]; caches: one TimeCache per block."""
+    """Encoder or decoder body: `depth` ST blocks, then a LayerNorm, on x [B, T, N, D].
+
+    Given caches (one TimeCache per block), returns (x, the caches with x's frames added).
+    """
 
     def __init__(self, dim, depth, heads, grid, mlp_ratio):
         super().__init__(*(STBlock(dim, heads, grid, mlp_ratio) for _ in range(depth)), nn.LayerNorm(dim))
 
     def forward(self, x, caches=None):
         *blocks, norm = self
-        for block, cache in zip(blocks, caches or [None] * len(blocks)):
-            x = block(x, cache)
-        return norm(x)
+        if caches is None:
+            for block in blocks:
+                x = block(x)
+            return norm(x)
+        caches = list(caches)  # a new list: the caller's caches stay as they were
+        for i, block in enumerate(blocks):
+            x, caches[i] = block(x, caches[i])
+        return norm(x), caches
 
 
 # ---------------------------------------------------------------------------
@@ -174,7 +179,7 @@ class VectorQuantizer(nn.Module):
     x [..., dim] is projected to code_dim and l2-normalised; its code is the most similar
     unit-length codebook vector. Codes whose usage (an EMA of their share of the tokens)
     falls below `dead_usage` of a uniform share are re-seeded from random encoder outputs
-    of the current batch: without restarts, published re-implementations use ~50 of 1024.
+    of the current batch: without restarts, most codes are never used.
     """
 
     def __init__(self, dim, num_codes, code_dim, commitment=0.25, usage_decay=0.99, dead_usage=0.03):
@@ -250,12 +255,12 @@ class TokenizerConfig:
 
 
 PRESETS = {
-    # CPU, minutes. 8x8 patches: 64 tokens a frame, 4x fewer than patch 4, which the dynamics model
+    # CPU. 8x8 patches: 64 tokens a frame, 4x fewer than patch 4, which the dynamics model
     # needs to learn on a CPU. No encoder blocks: a code depends on its own patch alone, so what
     # stays still keeps its code from frame to frame and the dynamics model can predict it.
     "tiny": TokenizerConfig(patch=8, dim=64, enc_depth=0, dec_depth=2, heads=4, mlp_ratio=4, num_codes=256,
                             usage_decay=0.9),
-    "small": TokenizerConfig(dim=256, enc_depth=4, dec_depth=4, heads=4, mlp_ratio=4, usage_decay=0.95),  # 1 GPU, < 1 h
+    "small": TokenizerConfig(dim=256, enc_depth=4, dec_depth=4, heads=4, mlp_ratio=4, usage_decay=0.95),  # one GPU
     # paper scale, ~100M parameters: the reference implementation follows both the spatial and
     # the temporal attention with a 4x MLP; one 8x MLP per block has the same size and FLOPs
     "paper": TokenizerConfig(),
@@ -300,9 +305,11 @@ class Tokenizer(nn.Module):
         return self.encoder(self.patch_embed(patchify(to_unit(frames), c.patch)))
 
     def _decode(self, x, caches=None):
-        """Decoder inputs [B, T, N, D] -> frames [B, T, H, W, 3] in [0, 1]."""
-        frames = unpatchify(self.to_pixels(self.decoder(x, caches)), self.config.patch, self.grid)
-        return frames + (frames.clamp(0, 1) - frames).detach()  # clamp, straight-through: no dead pixels
+        """Decoder inputs [B, T, N, D] -> frames [B, T, H, W, 3] in [0, 1]; given caches, (frames, new caches)."""
+        x, caches = (self.decoder(x), None) if caches is None else self.decoder(x, caches)
+        frames = unpatchify(self.to_pixels(x), self.config.patch, self.grid)
+        frames = frames + (frames.clamp(0, 1) - frames).detach()  # clamp, straight-through: no dead pixels
+        return frames if caches is None else (frames, caches)
 
     def forward(self, frames):
         """frames [B, T, H, W, 3] -> (recon [B, T, H, W, 3], ids [B, T, h, w], vq_loss, vq_metrics)."""
@@ -317,21 +324,19 @@ class Tokenizer(nn.Module):
         return self.vq(self._encode(frames))[1].view(B, T, *self.grid)
 
     def decoder_caches(self, window=None):
-        """One TimeCache per decoder block: `decode` then computes only the frames it is given."""
+        """One empty TimeCache per decoder block: with them, `decode` computes only the frames it is given."""
         return [TimeCache(window) for _ in range(self.config.dec_depth)]
 
     @torch.no_grad()
     def decode(self, ids, caches=None):
         """int64 code ids [B, T, h, w] -> frames [B, T, H, W, 3] in [0, 1].
 
-        With caches (decoder_caches), ids are the frames after those decoded before: play decodes
-        each new frame alone, on top of the decoder's keys and values of the frames before it.
+        Given caches (decoder_caches, or what an earlier decode returned), ids are the frames after those decoded
+        before, and decode returns (frames, the caches with these frames added); the caches given stay as they
+        were. Play decodes each new frame alone, on the decoder's keys and values of the frames before it.
         """
         B, T = ids.shape[:2]
-        frames = self._decode(self.vq.embed(ids.reshape(B, T, -1)), caches)
-        if caches is not None:
-            commit(caches)
-        return frames
+        return self._decode(self.vq.embed(ids.reshape(B, T, -1)), caches)
 
     def loss(self, batch):
         """batch {"frames": uint8 [B, T, H, W, 3], ...} -> (MSE + VQ loss, metrics of floats)."""

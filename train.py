@@ -19,6 +19,7 @@ clips above the model's frames) and, for dynamics, tokens_<split>.npy: the froze
 """
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -53,9 +54,9 @@ class TrainingError(Exception):
 def check_compatible(ckpt, path, flag, args, config):
     """--resume and --init need a checkpoint of the same model type and configuration."""
     diff = [k for k, v in asdict(config).items() if ckpt["config"].get(k) != v]
-    if ckpt.get("model_type") != args.model or diff:
-        raise CheckpointError(f"{flag} {path} holds a {ckpt.get('model_type')} --preset {ckpt.get('preset')} model"
-                              + (f" (other {', '.join(diff)})" if ckpt.get("model_type") == args.model else "")
+    if ckpt["model_type"] != args.model or diff:
+        raise CheckpointError(f"{flag} {path} holds a {ckpt['model_type']} --preset {ckpt.get('preset')} model"
+                              + (f" (other {', '.join(diff)})" if ckpt["model_type"] == args.model else "")
                               + f", but this run builds {args.model} --preset {args.preset}: pass the --model, --preset "
                               + ("and flags of that run, or a new --out" if flag == "--resume" else "and flags of the run that wrote it"))
 
@@ -112,7 +113,7 @@ def evaluate(model, val, args, device, ctx):
 
 
 @torch.no_grad()
-def predict(model, kind, show, frozen):
+def predict(model, kind, show, tokenizer):
     """The model's frames of the eval picture: the tokenizer's reconstructions, or the dynamics model's one-go
     rollout from 2 context frames (paper sec. 5.2) decoded by the frozen tokenizer."""
     if kind == "tokenizer":
@@ -121,7 +122,7 @@ def predict(model, kind, show, frozen):
         frames = show["frames"].float() / 255
         return torch.cat([frames[:, :1], model(frames)[0]], 1)
     tokens = show["tokens"]  # [n, T, h, w]
-    return frozen.decode(model.generate(tokens[:, :2], show["actions"], tokens.shape[1] - 2))
+    return tokenizer.decode(model.generate(tokens[:, :2], show["actions"], tokens.shape[1] - 2))
 
 
 def save_samples(real, pred, path):
@@ -131,13 +132,13 @@ def save_samples(real, pred, path):
     imsave(path, rows.permute(0, 2, 1, 3, 4).reshape(n * H, T * W, C).clamp(0, 1).cpu().numpy())
 
 
-def plot_training_curves(history, path):
+def plot_training_curves(log_rows, path):
     """Loss and the quality figures (PSNR, masked-token accuracy) against step, train and val."""
-    keys = [k for k in ("loss", "psnr", "acc") if any(k in r for r in history)]
+    keys = [k for k in ("loss", "psnr", "acc") if any(k in r for r in log_rows)]
     fig = Figure(figsize=(5 * len(keys), 3.5), layout="tight")
     for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
         for split in ("train", "val"):
-            points = [(r["step"], r[key]) for r in history if r["split"] == split and key in r]
+            points = [(r["step"], r[key]) for r in log_rows if r["split"] == split and key in r]
             if points:
                 ax.plot(*zip(*points), label=split, marker="o" if split == "val" else None)
         ax.set(xlabel="step", title=key + (" (dB)" if key == "psnr" else ""), yscale="log" if key == "loss" else "linear")
@@ -146,7 +147,7 @@ def plot_training_curves(history, path):
 
 
 # ---------------------------------------------------------------------------
-# Command line and the training loop
+# Command line and set-up: the models, the data and the training step
 # ---------------------------------------------------------------------------
 
 def parse_args(argv=None):
@@ -192,7 +193,7 @@ def parse_args(argv=None):
                    help="peak dense bf16 FLOP/s of the GPU for MFU (default 989e12: an H100 or H200 SXM)")
     args = p.parse_args(argv)
     if args.lr is None:
-        args.lr = 2e-3 if args.preset == "tiny" else 1e-4  # tiny tokenizer, Airstriker, 300 steps: 25.0 dB at 1e-4
+        args.lr = 2e-3 if args.preset == "tiny" else 1e-4
     for flag in ("lr", "steps", "batch_size", "seq_len", "grad_accum", "eval_every", "log_every"):
         if getattr(args, flag) <= 0:
             p.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
@@ -202,7 +203,21 @@ def parse_args(argv=None):
     return args
 
 
-def load_frozen(args, device):
+def init_ddp(args):
+    """Under torchrun (RANK in the environment, nanoGPT's pattern) one process per GPU, else one process.
+
+    Returns (ddp, rank, world_size, device); a DDP rank on CUDA takes the GPU of its LOCAL_RANK.
+    """
+    if "RANK" not in os.environ:
+        return False, 0, 1, torch.device(args.device)
+    dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+    if args.device.startswith("cuda"):
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+        torch.cuda.set_device(args.device)
+    return True, dist.get_rank(), dist.get_world_size(), torch.device(args.device)
+
+
+def load_frozen_models(args, device):
     """The frozen models a dynamics run learns on: (tokenizer, its checkpoint, LAM or None); (None, None, None) else.
 
     A dynamics model learns the ids of a frozen tokenizer (its codebook feeds token input and TDCE); with
@@ -211,9 +226,9 @@ def load_frozen(args, device):
     if args.model != "dynamics":
         return None, None, None
     if args.tokenizer:
-        frozen, tokenizer_ckpt = load_checkpoint(args.tokenizer, "tokenizer", "--tokenizer", device)
+        tokenizer, tokenizer_ckpt = load_checkpoint(args.tokenizer, "tokenizer", "--tokenizer", device)
     elif args.benchmark:
-        frozen, tokenizer_ckpt = Tokenizer(TOKENIZER_PRESETS[args.preset]).to(device).eval(), None  # untrained stand-in
+        tokenizer, tokenizer_ckpt = Tokenizer(TOKENIZER_PRESETS[args.preset]).to(device).eval(), None  # untrained stand-in
     else:
         raise TrainingError("--model dynamics needs --tokenizer CKPT: the frozen tokenizer whose ids it learns "
                             "(train one with --model tokenizer)")
@@ -222,10 +237,24 @@ def load_frozen(args, device):
         if not args.lam:
             raise TrainingError("--actions latent needs --lam CKPT: a LAM trained with --model lam")
         lam = load_checkpoint(args.lam, "lam", "--lam", device)[0].requires_grad_(False)
-    return frozen.requires_grad_(False), tokenizer_ckpt, lam
+    return tokenizer.requires_grad_(False), tokenizer_ckpt, lam
 
 
-def build_model(args, frozen, lam, train, val, device):
+def load_clips(args, tokenizer):
+    """(train, val) clips of --data at the model's resolution; val is train when DIR/val is absent; (None, None)
+    for --benchmark without --data."""
+    if not args.data:
+        if args.benchmark:
+            return None, None
+        raise TrainingError("--data DIR is needed: a folder of .npz episodes (python collect.py --out DIR writes one)")
+    train = Clips(args.data, "train", args.seq_len, args.stride, args.workers)
+    has_val = (Path(args.data) / "val").is_dir()  # otherwise validate on the training clips
+    val = Clips(args.data, "val", args.seq_len, args.stride, args.workers) if has_val else train
+    train.resolution = val.resolution = (tokenizer.config if tokenizer is not None else MODELS[args.model][2][args.preset]).resolution
+    return train, val
+
+
+def build_model(args, tokenizer, lam, train, val, device):
     """The model of --model and --preset; a dynamics model takes its sizes from the tokenizer and the data's actions."""
     Model, _, presets = MODELS[args.model]
     config = presets[args.preset]
@@ -238,15 +267,15 @@ def build_model(args, frozen, lam, train, val, device):
         if other != names[0]:
             raise TrainingError(f"{path} has actions {other} but {paths[0]} has {names[0]}: "
                                 f"a dynamics model needs one action set; train on episodes that share it")
-    config = replace(config, num_codes=frozen.config.num_codes, code_dim=frozen.config.code_dim, grid=frozen.grid,
+    config = replace(config, num_codes=tokenizer.config.num_codes, code_dim=tokenizer.config.code_dim, grid=tokenizer.grid,
                      num_actions=lam.config.num_actions if lam else len(names[0]) if names else config.num_actions,
                      token_input=args.token_input,
                      tdce=not args.no_tdce, tdce_lambda=args.tdce_lambda)  # the paper's Tab. 4 ablation switches
-    if args.token_input == "frozen" and frozen.config.dim != config.dim:
-        raise TrainingError(f"--token-input frozen adds the tokenizer's {frozen.config.dim}-wide decoder input to the "
+    if args.token_input == "frozen" and tokenizer.config.dim != config.dim:
+        raise TrainingError(f"--token-input frozen adds the tokenizer's {tokenizer.config.dim}-wide decoder input to the "
                             f"dynamics model's {config.dim}-wide embedding: use a --preset of the same width, or "
                             f"--token-input learned")
-    return Model(config, codebook=frozen.codebook(), proj_out=frozen.vq.proj_out).to(device)
+    return Model(config, codebook=tokenizer.codebook(), proj_out=tokenizer.vq.proj_out).to(device)
 
 
 def restore(args, model, ckpt_path, device):
@@ -280,104 +309,161 @@ def make_optimizer(model, args, device):
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99), fused=device.type == "cuda"), params
 
 
+def warn_eager_fallback(record):
+    """A logging filter on torch's compiler: each graph it gives up on is named in one line; its full report
+    (a traceback per graph) is shown only when asked for with TORCH_LOGS=dynamo."""
+    if record.levelno < logging.WARNING or not record.exc_info:
+        return True
+    error = getattr(record.exc_info[1], "inner_exception", record.exc_info[1])  # the compiler backend's own error
+    print(f"warning: --compile: {record.getMessage().splitlines()[0].strip()} ({type(error).__name__}): that graph "
+          f"runs eagerly; TORCH_LOGS=dynamo shows why", file=sys.stderr, flush=True)
+    return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
+def step_module(model, args, ddp, device):
+    """What the loop calls: model.loss through forward(), compiled with --compile, wrapped in DDP under torchrun."""
+    step_model = LossOf(model)
+    if args.compile:  # a graph the compiler cannot build runs eagerly instead of ending the run, with a warning
+        torch._dynamo.config.suppress_errors = True
+        logging.getLogger("torch._dynamo.convert_frame").addFilter(warn_eager_fallback)
+        step_model = torch.compile(step_model)
+    if ddp:  # no buffer sync per step needed: the tokenizer all-reduces its code usage itself
+        step_model = DDP(step_model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+    return step_model
+
+
+def picture_clips(args, val, tokenizer, lam, device, ctx):
+    """The 4 validation clips of samples.png, on `device`; for dynamics with their token ids (and latent actions)."""
+    show = default_collate([val[int(i)] for i in clip_order(val.clips[:, 0], args.seed, 0)[:4]])
+    if args.model == "dynamics":
+        with ctx:
+            show["tokens"] = tokenizer.encode(show["frames"].to(device))  # [4, T, h, w]
+            if lam:
+                show["actions"] = lam.infer_actions(show["frames"].to(device))  # [4, T-1]
+    return {k: v.to(device) for k, v in show.items()}
+
+
+def cache_tokens(args, out, tokenizer, tokenizer_ckpt, lam, train, val, rank, world_size, device, ctx):
+    """Dynamics trains on token ids: each clip's ids (and latent actions) computed once, cached in OUT/tokens_<split>.npy.
+    From here on a clip reads as its ids (data.Clips)."""
+    for split, clips in [("train", train)] + ([("val", val)] if val is not train else []):
+        meta = {"tokenizer": [str(Path(args.tokenizer).resolve()), tokenizer_ckpt["step"]], "seq_len": args.seq_len,
+                "lam": str(Path(args.lam).resolve()) if lam else None,
+                "episodes": [str(p) for p in clips.paths], "clips": zlib.crc32(clips.clips.tobytes())}
+        tokenize_clips(tokenizer, lam, clips, out / f"tokens_{split}.npy", meta, batch_size=args.batch_size,
+                       workers=args.workers, rank=rank, world_size=world_size, device=device, ctx=ctx)
+
+
+def train_batches(train, args, start, rank, world_size, device):
+    """The training micro-batches from step `start` on: this rank's batch slots of data.Batches, so ranks read
+    different clips and a resumed run reads exactly the batches an uninterrupted one would."""
+    sampler = Batches(train, args.batch_size, args.seed, start * args.grad_accum * world_size + rank, world_size)
+    if world_size > 1:  # shows that the ranks read different clips
+        print(f"rank {rank}/{world_size}: first batch crc32 {zlib.crc32(np.array(next(iter(sampler)))):08x}", flush=True)
+    return iter(DataLoader(train, batch_sampler=sampler, num_workers=args.workers, pin_memory=device.type == "cuda"))
+
+
+# ---------------------------------------------------------------------------
+# The run folder: metrics.jsonl, ckpt.pt and best.pt
+# ---------------------------------------------------------------------------
+
+def restart_log(log_path, args, start, master):
+    """The log rows the run starts with: none, or on --resume those up to its checkpoint (what an interrupted run
+    logged after it is forgotten, as those steps run again). Rank 0 rewrites metrics.jsonl to match."""
+    log_rows = []
+    if args.resume and log_path.exists():
+        log_rows = [r for r in map(json.loads, log_path.read_text().splitlines())
+                    if r["step"] < start or r["split"] == "val" and r["step"] == start]
+    if master:
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in log_rows))
+    return log_rows
+
+
+def append_log(log_path, log_rows, row):
+    log_rows.append(row)
+    with open(log_path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def lowest_val_loss(out, args):
+    """The validation loss best.pt was saved at: the one to beat. A new run has none yet."""
+    best_path = out / "best.pt"
+    return read_checkpoint(best_path, "--resume")["val_loss"] if args.resume and best_path.exists() else math.inf
+
+
+def save_checkpoints(out, model, optimizer, args, step, val_loss, best_loss):
+    """ckpt.pt: this evaluation with the optimizer, for --resume; best.pt: the weights alone when `val_loss` is the
+    lowest so far (paper sec. 5.3 keeps the best model on validation). Returns the lowest validation loss."""
+    dynamics = args.model == "dynamics"
+    weights = {"model": model.state_dict(), "config": asdict(model.config), "model_type": args.model,
+               "preset": args.preset, "step": step, "args": vars(args), "val_loss": val_loss,
+               "tokenizer": str(Path(args.tokenizer).resolve()) if dynamics else None,
+               "lam": str(Path(args.lam).resolve()) if dynamics and args.actions == "latent" else None}
+    save_checkpoint(out / "ckpt.pt", {**weights, "optimizer": optimizer.state_dict()})
+    if val_loss < best_loss:
+        save_checkpoint(out / "best.pt", weights)
+    return min(val_loss, best_loss)
+
+
+def diverged(what, value, step, saved_step, ckpt_path, args):
+    return TrainingError(f"{what} is {value} at step {step}: training diverged; {ckpt_path} keeps step {saved_step}; "
+                         f"lower --lr (now {args.lr:g}) and --resume")
+
+
+# ---------------------------------------------------------------------------
+# The training loop
+# ---------------------------------------------------------------------------
+
 def main(argv=None):
     args = parse_args(argv)
     out = Path(args.out or f"runs/{args.model}")
     ckpt_path, log_path = out / "ckpt.pt", out / "metrics.jsonl"
-    ddp = "RANK" in os.environ  # launched by torchrun (nanoGPT's pattern)
-    if ddp:
-        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
-        if args.device.startswith("cuda"):
-            args.device = f"cuda:{os.environ['LOCAL_RANK']}"
-            torch.cuda.set_device(args.device)
-    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
-    master, device = rank == 0, torch.device(args.device)
+    ddp, rank, world_size, device = init_ddp(args)
+    master = rank == 0
     if master and not args.benchmark:
         check_writable(out)  # before any work
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     ctx = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
 
-    frozen, tokenizer_ckpt, lam = load_frozen(args, device)
-    train = val = None
-    if args.data:
-        train = Clips(args.data, "train", args.seq_len, args.stride, args.workers)
-        has_val = (Path(args.data) / "val").is_dir()  # otherwise validate on the training clips
-        val = Clips(args.data, "val", args.seq_len, args.stride, args.workers) if has_val else train
-        train.resolution = val.resolution = (frozen.config if frozen else MODELS[args.model][2][args.preset]).resolution
-    elif not args.benchmark:
-        raise TrainingError("--data DIR is needed: a folder of .npz episodes (python collect.py --out DIR writes one)")
-    model = build_model(args, frozen, lam, train, val, device)
+    tokenizer, tokenizer_ckpt, lam = load_frozen_models(args, device)  # dynamics only
+    train, val = load_clips(args, tokenizer)
+    model = build_model(args, tokenizer, lam, train, val, device)
     ckpt = restore(args, model, ckpt_path, device)
     start = ckpt["step"] if ckpt else 0
     optimizer, params = make_optimizer(model, args, device)
     if ckpt:
         optimizer.load_state_dict(ckpt["optimizer"])
-    step_model = LossOf(model)
-    if args.compile:
-        # A graph the compiler cannot build runs eagerly (with a warning) instead of ending the run:
-        # seen on an H200, torch 2.11: Triton's "PassManager::run failed" on the tokenizer's step.
-        torch._dynamo.config.suppress_errors = True
-        step_model = torch.compile(step_model)
-    if ddp:  # no buffer sync per step needed: the tokenizer all-reduces its code usage itself
-        step_model = DDP(step_model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+    step_model = step_module(model, args, ddp, device)
     if args.benchmark:
-        return benchmark(model, step_model, optimizer, train, args, device, ctx, (model if frozen is None else frozen).grid)
+        return benchmark(model, step_model, optimizer, train, args, device, ctx, (model if tokenizer is None else tokenizer).grid)
 
     if master:
         out.mkdir(parents=True, exist_ok=True)
     barrier()
-    show = default_collate([val[int(i)] for i in clip_order(val.clips[:, 0], args.seed, 0)[:4]])  # the picture's clips
-    if args.model == "dynamics":  # each clip's token ids (and latent actions) computed once, cached in OUT
-        for split, clips in [("train", train)] + ([("val", val)] if val is not train else []):
-            meta = {"tokenizer": [str(Path(args.tokenizer).resolve()), tokenizer_ckpt["step"]], "seq_len": args.seq_len,
-                    "lam": str(Path(args.lam).resolve()) if lam else None,
-                    "episodes": [str(p) for p in clips.paths], "clips": zlib.crc32(clips.clips.tobytes())}
-            tokenize_clips(frozen, lam, clips, out / f"tokens_{split}.npy", meta, batch_size=args.batch_size,
-                           workers=args.workers, rank=rank, world=world, device=device, ctx=ctx)
-        with ctx:
-            show["tokens"] = frozen.encode(show["frames"].to(device))
-            if lam:
-                show["actions"] = lam.infer_actions(show["frames"].to(device))
-    show = {k: v.to(device) for k, v in show.items()}
-    history = []
-    if args.resume and log_path.exists():  # forget what the interrupted run logged after its checkpoint
-        history = [r for r in map(json.loads, log_path.read_text().splitlines())
-                   if r["step"] < start or r["split"] == "val" and r["step"] == start]
-    if master:
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in history))
-    first_slot = start * args.grad_accum * world + rank  # see Batches: where an uninterrupted run would be
-    batches = iter(DataLoader(train, batch_sampler=Batches(train, args.batch_size, args.seed, first_slot, world),
-                              num_workers=args.workers, pin_memory=device.type == "cuda"))
-    frames_per_step = args.batch_size * args.grad_accum * world * args.seq_len
+    show = picture_clips(args, val, tokenizer, lam, device, ctx)  # before the cache, while clips still read as frames
+    if args.model == "dynamics":
+        cache_tokens(args, out, tokenizer, tokenizer_ckpt, lam, train, val, rank, world_size, device, ctx)
+    log_rows = restart_log(log_path, args, start, master)
+    best_loss = lowest_val_loss(out, args)
+    batches = train_batches(train, args, start, rank, world_size, device)
+    frames_per_step = args.batch_size * args.grad_accum * world_size * args.seq_len
     step, saved_step, val_metrics, tick, tick_step = start, start, {}, time.perf_counter(), start
-    best_loss = read_checkpoint(out / "best.pt", "--resume").get("val_loss", math.inf) \
-        if args.resume and (out / "best.pt").exists() else math.inf
     with tqdm(total=args.steps, initial=start, unit="step", disable=not master) as bar:
         while True:
             # evaluate, draw and checkpoint (rank 0) every --eval-every steps and at the end
             if master and (step % args.eval_every == 0 or step == args.steps) and not (args.resume and step == start):
                 val_metrics = evaluate(model, val, args, device, ctx)
                 with ctx:
-                    pred, real = predict(model, args.model, show, frozen).float(), show["frames"].float() / 255
+                    pred, real = predict(model, args.model, show, tokenizer).float(), show["frames"].float() / 255
                 if args.model == "dynamics":  # one-go PSNR of the predicted frames (not the 2 context frames)
                     val_metrics["psnr"] = psnr(pred[:, 2:], real[:, 2:]).mean().item()
                 if not math.isfinite(val_metrics["loss"]):
-                    raise TrainingError(f"validation loss is {val_metrics['loss']} at step {step}: training diverged; "
-                                        f"{ckpt_path} keeps step {saved_step}; lower --lr (now {args.lr:g}) and --resume")
-                history.append({"step": step, "split": "val", **val_metrics})
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(history[-1]) + "\n")
+                    raise diverged("validation loss", val_metrics["loss"], step, saved_step, ckpt_path, args)
+                append_log(log_path, log_rows, {"step": step, "split": "val", **val_metrics})
                 save_samples(real, pred, out / "samples.png")
-                plot_training_curves(history, out / "curves.png")
-                weights = {"model": model.state_dict(), "config": asdict(model.config), "model_type": args.model,
-                           "preset": args.preset, "step": step, "args": vars(args), "val_loss": val_metrics["loss"],
-                           "tokenizer": str(Path(args.tokenizer).resolve()) if frozen else None,
-                           "lam": str(Path(args.lam).resolve()) if lam else None}
-                save_checkpoint(ckpt_path, {**weights, "optimizer": optimizer.state_dict()})
-                if val_metrics["loss"] < best_loss:  # the best checkpoint on validation (paper sec. 5.3's model choice)
-                    best_loss = val_metrics["loss"]
-                    save_checkpoint(out / "best.pt", weights)
+                plot_training_curves(log_rows, out / "curves.png")
+                best_loss = save_checkpoints(out, model, optimizer, args, step, val_metrics["loss"], best_loss)
                 saved_step, tick, tick_step = step, time.perf_counter(), step  # frames/s leaves out evaluation
             if step >= args.steps:
                 break
@@ -390,16 +476,12 @@ def main(argv=None):
             metrics = {}
             for micro in range(args.grad_accum):
                 batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-                if step == start and micro == 0 and world > 1:
-                    crc = zlib.crc32(batch["actions"].cpu().numpy())  # shows that ranks read different clips
-                    print(f"rank {rank}/{world}: first batch crc32 {crc:08x}", flush=True)
                 if ddp:  # all-reduce the gradients after the last micro-batch only
                     step_model.require_backward_grad_sync = micro == args.grad_accum - 1
                 with ctx:
                     loss, micro_metrics = step_model(batch)
                 if not math.isfinite(micro_metrics["loss"]):
-                    raise TrainingError(f"loss is {micro_metrics['loss']} at step {step}: training diverged; {ckpt_path} "
-                                        f"keeps step {saved_step}; lower --lr (now {args.lr:g}) and --resume")
+                    raise diverged("loss", micro_metrics["loss"], step, saved_step, ckpt_path, args)
                 (loss / args.grad_accum).backward()
                 metrics = {k: metrics.get(k, 0.0) + v / args.grad_accum for k, v in micro_metrics.items()}
             if args.grad_clip > 0:
@@ -411,9 +493,8 @@ def main(argv=None):
             if master and (step % args.log_every == 0 or step == args.steps - 1):
                 frames_per_s = frames_per_step * (step + 1 - tick_step) / (time.perf_counter() - tick)
                 tick, tick_step = time.perf_counter(), step + 1
-                history.append({"step": step, "split": "train", **with_psnr(metrics), "lr": lr, "frames_per_s": frames_per_s})
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(history[-1]) + "\n")
+                append_log(log_path, log_rows, {"step": step, "split": "train", **with_psnr(metrics), "lr": lr,
+                                                "frames_per_s": frames_per_s})
                 shown = {"loss": metrics["loss"], "psnr": metrics.get("psnr"), "val_psnr": val_metrics.get("psnr"),
                          "val_acc": val_metrics.get("acc"), "frames/s": frames_per_s}
                 bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items() if v is not None})

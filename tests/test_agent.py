@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -78,18 +77,18 @@ class FakeDynamics:
 def test_reward_gets_the_right_frames_and_actions():
     frame = lambda value: np.full((64, 64, 3), value, np.uint8)
     dynamics = FakeDynamics()
-    world = (dynamics, FakeTokenizer())
-    history = agent.History(np.stack([frame(0), frame(100)]))
+    world_model = (dynamics, FakeTokenizer())
+    recent = agent.RecentFrames(np.stack([frame(0), frame(100)]))
     seen = [[0], [100]]  # per env the frames since its reset, and the actions between them
     acts = [[], []]
     for t in range(1, 11):
         actions = np.array([t % 5, (3 * t) % 5])
         frames = np.stack([frame(t), frame(100 + t)])
-        history.push(actions, frames)
+        recent.push(actions, frames)
         for i in range(2):
             seen[i].append(int(frames[i, 0, 0, 0])), acts[i].append(int(actions[i]))
         dynamics.calls.clear()
-        reward = agent.intrinsic_reward(world, history)
+        reward = agent.intrinsic_reward(world_model, recent)
         ready = [i for i in range(2) if len(seen[i]) >= 5]
         np.testing.assert_allclose(reward, [2.0 if i in ready else 0.0 for i in range(2)])
         if ready:  # one batched call for all ready envs
@@ -100,7 +99,7 @@ def test_reward_gets_the_right_frames_and_actions():
         else:
             assert dynamics.calls == []
         if t == 6:  # env 1's episode ends: it restarts from a new first frame, env 0 goes on
-            history.restart(np.array([False, True]), np.stack([frame(0), frame(200)]))
+            recent.restart(np.array([False, True]), np.stack([frame(0), frame(200)]))
             seen[1], acts[1] = [200], []
 
 
@@ -167,8 +166,6 @@ def test_action_repeat_returns_last_frame_and_pools_the_last_two():
     game.reset(0)
     frame, reward, done = game.step(0)
     assert done and reward == 3.0 and frame[0, 3, 0] == 255  # the repeat stops at the episode's end
-    retro_like = SimpleNamespace(env=SimpleNamespace(data=SimpleNamespace(lookup_all=lambda: {"lives": 3, "x": 41})))
-    assert agent.ram_x(retro_like) == 41 and agent.ram_x(SubstepGame()) is None  # the report's distance
 
 
 class CountGame:
@@ -237,7 +234,7 @@ class PressRight:
 def test_ppo_learns_to_press_right(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two CPU cores shared with the env workers: more threads only thrash
-    monkeypatch.setattr(agent, "plot_curves", lambda rows, path: None)  # matplotlib adds seconds, not meaning here
+    monkeypatch.setattr(agent, "plot_curves", lambda rows, reward, path: None)  # matplotlib adds seconds, not meaning here
     torch.manual_seed(0)
     try:
         agent.main(["--reward", "env", "--preset", "tiny", "--num-envs", "2", "--num-steps", "32", "--total-steps", "1920",
@@ -255,6 +252,60 @@ def test_ppo_learns_to_press_right(tmp_path, monkeypatch):
     with torch.no_grad():
         logits = model(torch.from_numpy(frames)[:, None], model.initial_state(1), starts)[0]
     assert logits.softmax(-1)[:, 0, 0].mean() > 0.9  # P(RIGHT)
+
+
+
+class Corridor:
+    """A toy game: a white bar at column 4x, x in 0..15, moved by RIGHT and LEFT; 40-step episodes from x = 2.
+    Pixel (0, 0) holds x, for the toy world model below. The game's reward is always 0."""
+
+    def reset(self, seed):
+        self.x, self.t = 2, 0
+        return self.frame()
+
+    def frame(self):
+        frame = np.zeros((64, 64, 3), np.uint8)
+        frame[:, 4 * self.x:4 * self.x + 4] = 255
+        frame[0, 0] = self.x
+        return frame
+
+    def step(self, action, render=True):
+        self.x, self.t = int(np.clip(self.x + {0: 1, 1: -1}.get(action, 0), 0, 15)), self.t + 1
+        return self.frame() if render else None, 0.0, self.t >= 40
+
+    def close(self):
+        pass
+
+
+class RightHalfUnknown:
+    """A toy world model that is unsure of everything in the right half of the Corridor (x >= 8), sure elsewhere:
+    reward 2 after a step from the right half, 0 from the left. Its 'tokens' are the bar's x."""
+    codebook = torch.zeros(1)
+
+    def encode(self, frames):
+        return frames[..., 0, 0, 0].mul(255).round().long()[..., None, None]  # [B, T, 1, 1]
+
+    def predict_logits(self, tokens, actions, n_frames):
+        right = (tokens[:, -1, 0, 0] >= 8).float()[:, None, None, None]  # o(t-3) in the right half
+        return right * torch.zeros(len(tokens), 4, 4, 16) + (1 - right) * 100 * torch.eye(16)[0]
+
+
+@pytest.mark.slow
+def test_autoexplore_learns_to_go_where_the_world_model_is_unsure(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(agent, "plot_curves", lambda rows, reward, path: None)
+    torch.manual_seed(0)
+    world_model = (RightHalfUnknown(), RightHalfUnknown())
+    try:
+        agent.main(["--reward", "autoexplore", "--dynamics", "toy", "--preset", "tiny", "--num-envs", "2", "--num-steps", "40",
+                    "--total-steps", "2400", "--frame-skip", "1", "--lr", "3e-3", "--clip", "0.2", "--ent-coef", "0",
+                    "--minibatches", "2", "--device", "cpu", "--out", str(tmp_path)], make_env=Corridor, world_model=world_model)
+    finally:
+        torch.set_num_threads(threads)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    random, learned = rows[0], rows[-3:]
+    assert random["policy"] == "random" and random["reward"] < 0.2, random  # a random walk from x = 2 rarely gets right
+    assert np.mean([r["reward"] for r in learned]) > 1.0 and learned[-1]["entropy"] < 1.2, rows
 
 
 def write_tiny_world_model(folder):
@@ -305,21 +356,26 @@ def test_training_on_airstriker_writes_checkpoint_log_curves_and_resumes(trained
 
 
 @pytest.mark.slow
-def test_exploration_report(trained):
+def test_exploration_report(trained, tmp_path):
     folder, _ = trained
-    result = run_script("agent.py", "--report", "--agent", folder / "run" / "agent.pt", "--dynamics", folder / "dynamics.pt",
-                        "--report-steps", 24, "--max-steps", 12, "--device", "cpu", "--out", folder / "report")
-    report = json.loads((folder / "report" / "report.json").read_text())
-    for name in ("random", "agent"):
-        assert report[name]["steps"] == 24 and report[name]["episodes"] == 2
-        assert 0 < report[name]["autoexplore_reward"] <= 2 and 1 < report[name]["distinct_frames"] <= 26
-        assert report[name]["x_displacement"] is None  # Airstriker names no x position in RAM
-        curve = report[name]["coverage_curve"]  # one count per frame seen, never falling, never above the frames
-        assert len(curve) == 26 and curve[0] == 1 and np.all(np.diff(curve) >= 0) and curve[-1] == report[name]["coverage"]
-    assert (folder / "report" / "report.png").stat().st_size > 0 and "agent" in result.stdout
-    run_script("agent.py", "--report", "--agent", folder / "run" / "agent.pt", "--report-steps", 24,
-               "--max-steps", 12, "--device", "cpu", "--out", folder / "report-no-world-model")
-    assert "autoexplore_reward" not in json.loads((folder / "report-no-world-model" / "report.json").read_text())["agent"]
+    run_script("collect.py", "--episodes", 2, "--max-steps", 12, "--out", tmp_path / "random")
+    run_script("collect.py", "--policy", "agent", "--agent", folder / "run" / "agent.pt", "--episodes", 3,
+               "--max-steps", 10, "--seed", 1, "--out", tmp_path / "agent")
+    result = run_script("agent.py", "--report", "--data", tmp_path / "random", tmp_path / "agent", "--agents",
+                        folder / "run" / "agent.pt", "--dynamics", folder / "dynamics.pt", "--device", "cpu", "--out", tmp_path / "report")
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["frame_budget"] == 26  # the smaller folder's frames: 2 episodes of 12 steps
+    random, played = report["folders"][str(tmp_path / "random")], report["folders"][str(tmp_path / "agent")]
+    assert random["policy"] == "random" and random["entropy"] == pytest.approx(math.log(5))
+    assert played["policy"] == "agent:run/agent.pt" and played["entropy"] < math.log(5) + 1e-6
+    assert (random["episodes"], played["episodes"]) == (2, 3) and played["steps_alive"] == [10.0, 0.0]
+    for r in (random, played):  # a random world model is unsure of everything: the reward is near its maximum 2
+        assert 1 < r["autoexplore_reward"][0] <= 2 and 1 <= r["places"][0] <= 13 and r["return"][1] >= 0
+        curve = r["curve"]  # one count per frame of the budget, never falling
+        assert len(curve) == 26 and curve[0] == 1 and np.all(np.diff(curve) >= 0) and curve[-1] == r["places_at_budget"]
+    assert (tmp_path / "report" / "report.png").stat().st_size > 0 and "AutoExplore reward per step" in result.stdout
+    run_script("agent.py", "--report", "--data", tmp_path / "random", "--out", tmp_path / "report-no-world-model")
+    assert "autoexplore_reward" not in json.loads((tmp_path / "report-no-world-model" / "report.json").read_text())["folders"][str(tmp_path / "random")]
 
 
 def test_coverage_counts_new_coarse_pictures_only():

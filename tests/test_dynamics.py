@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import dynamics
-from dynamics import PRESETS, Dynamics, DynamicsConfig, code_distance, random_mask, sample_codes, tdce_loss, token_entropy
+from dynamics import PRESETS, Dynamics, code_distance, inverse_cdf, random_mask, sample_codes, tdce_loss, token_entropy
 from metrics import psnr
 from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer
 from toy import MOVES, decode_patches, encode_patches, toy_batch
@@ -82,7 +82,6 @@ def test_token_input_uses_the_codebook_and_can_be_switched_off():
     assert not torch.allclose(outputs["learned", 1], outputs["learned", 2])
     assert not torch.allclose(outputs["frozen", 1], outputs["frozen", 2])
     torch.testing.assert_close(outputs["none", 1], outputs["none", 2])
-    assert [DynamicsConfig(token_input=b).token_input for b in (True, False)] == ["learned", "none"]  # old checkpoints
     with pytest.raises(ValueError, match="'learned', 'frozen' or 'none'"):
         Dynamics(replace(SMALL, token_input="both"))
 
@@ -252,24 +251,24 @@ def test_annealing_changes_only_the_temperature_of_each_step(monkeypatch):
 def test_cosine_schedule_of_masked_tokens(monkeypatch):
     model = small_model()
     tokens, actions = random_clip(T=5)
-    seen, hidden = [], model.hidden  # masked tokens per sample in the new frames at each MaskGIT step
+    seen, hidden = [], model.hidden  # masked tokens per sample in the clip at each MaskGIT step
     monkeypatch.setattr(model, "hidden", lambda t, *a: seen.append((t == model.mask_id).sum((1, 2, 3))) or hidden(t, *a))
     model.generate(tokens[:, :2], actions, 3, steps=4)
-    M = 3 * 16  # 3 frames of 4x4 tokens
+    M = 3 * 16  # 3 new frames of 4x4 tokens
     expected = [M] + [math.floor(M * math.cos(math.pi / 2 * s / 4)) for s in (1, 2, 3)]  # 48, 44, 33, 18
-    assert [n.tolist() for n in seen[1:]] == [[e, e] for e in expected]  # seen[0]: the context, run once
+    assert [n.tolist() for n in seen] == [[e, e] for e in expected]
 
 
 def test_frame_order_commits_earlier_frames_first(monkeypatch):
     model = small_model()
     tokens, actions = random_clip(T=5)
     seen, hidden = [], model.hidden  # committed tokens per frame of the new frames at each MaskGIT step
-    monkeypatch.setattr(model, "hidden", lambda t, *a: seen.append((t != model.mask_id).sum((2, 3))) or hidden(t, *a))
+    monkeypatch.setattr(model, "hidden", lambda t, *a: seen.append((t[:, 2:] != model.mask_id).sum((2, 3))) or hidden(t, *a))
 
     def committed(order):
         seen.clear()
         model.generate(tokens[:, :2], actions, 3, steps=4, frame_order=order)
-        return [n.tolist() for n in seen[2:]]  # seen[0]: the context; seen[1]: all masked
+        return [n.tolist() for n in seen[1:]]  # seen[0]: all masked
 
     # 4, 15, 30 of the 3 x 16 tokens committed: frame by frame when lateness outweighs every log-probability
     assert committed(100.0) == [[[4, 0, 0]] * 2, [[15, 0, 0]] * 2, [[16, 14, 0]] * 2]
@@ -277,15 +276,48 @@ def test_frame_order_commits_earlier_frames_first(monkeypatch):
     assert [sum(map(sum, step)) for step in committed(0.0)] == [8, 30, 60]  # on the same cosine schedule
 
 
-@pytest.mark.parametrize("generate", ["generate", "generate_autoregressive"])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_cached_context_gives_the_tokens_of_rerunning_it(generate, temperature):
+@pytest.mark.parametrize("sampling", [{}, {"frame_order": 0.25}, {"anneal": True}])
+def test_cached_one_go_gives_the_tokens_of_the_plain_one(temperature, sampling):
+    """generate runs the whole clip at every step; on a TimeCache only the new frames run: the same tokens."""
     model = small_model()
     tokens, actions = random_clip(T=8)
-    run = lambda use_cache: getattr(model, generate)(  # noqa: E731
-        tokens[:, :2], actions, 6, steps=5, temperature=temperature, generator=torch.Generator().manual_seed(3),
-        use_cache=use_cache)
-    assert torch.equal(run(True), run(False))
+    seed = lambda: torch.Generator().manual_seed(3)  # noqa: E731  the same uniform numbers for both
+    plain = model.generate(tokens[:, :2], actions, 6, steps=5, temperature=temperature, generator=seed(), **sampling)
+    caches = model.cache(tokens[:, :2], actions[:, :1])
+    cached = model.generate_cached(caches, actions[:, 1:], steps=5, temperature=temperature, generator=seed(), **sampling)
+    assert torch.equal(torch.cat([tokens[:, :2], cached], 1), plain)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_autoregressive_gives_the_tokens_of_plain_generate_frame_by_frame(temperature):
+    model = small_model()
+    tokens, actions = random_clip(T=8)
+    generator = torch.Generator().manual_seed(3)
+    plain = tokens[:, :2]
+    for _ in range(6):  # one frame at a time, the whole clip through the model at every step
+        plain = model.generate(plain, actions[:, :plain.shape[1]], 1, 5, temperature, generator)
+    cached = model.generate_autoregressive(tokens[:, :2], actions, 6, steps=5, temperature=temperature,
+                                           generator=torch.Generator().manual_seed(3))
+    assert torch.equal(cached, plain)
+
+
+def test_a_cache_never_changes():
+    """One cache, several continuations: each is what it would be on a fresh cache of the same frames."""
+    model = small_model()
+    tokens, actions = random_clip(T=6)
+    caches = model.cache(tokens[:, :2], actions[:, :1])
+    keys = [cache.k.clone() for cache in caches]
+    longer = model.add_frames(caches, tokens[:, 2:4], actions[:, 1:3])
+    assert all(len(cache) == 2 for cache in caches) and all(len(cache) == 4 for cache in longer)
+
+    def run(caches, actions):
+        return model.generate_cached(caches, actions, steps=3, temperature=1.0, generator=torch.Generator().manual_seed(0))
+
+    first, other = run(caches, actions[:, 1:3]), run(caches, (actions[:, 1:3] + 1) % SMALL.num_actions)
+    assert torch.equal(run(caches, actions[:, 1:3]), first) and not torch.equal(first, other)
+    assert torch.equal(run(model.cache(tokens[:, :2], actions[:, :1]), actions[:, 1:3]), first)
+    assert all(torch.equal(cache.k, k) for cache, k in zip(caches, keys))
 
 
 def test_cache_runs_the_model_on_the_new_frames_only(monkeypatch):
@@ -297,7 +329,17 @@ def test_cache_runs_the_model_on_the_new_frames_only(monkeypatch):
     assert frames_run == [2] + [1] * 6 * (5 + 1)  # the context once; per frame 5 MaskGIT steps and 1 to keep it
 
 
-@pytest.mark.parametrize("num_codes", [8, 37])  # 37: the sampler's groups of 7 codes end in padding
+@pytest.mark.parametrize("num_codes", [8, 37, 1024])  # 37: the sampler's groups of 7 codes end in padding
+def test_two_level_lookup_is_the_one_level_one(num_codes):
+    """inverse_cdf's groups are a faster way to searchsorted(cumsum(weights), u): the same index for the same u."""
+    weights = torch.rand(5000, num_codes, generator=torch.Generator().manual_seed(1)) ** 4
+    fast = inverse_cdf(weights, torch.Generator().manual_seed(0))
+    u = torch.rand(5000, 1, generator=torch.Generator().manual_seed(0))  # the uniform numbers inverse_cdf drew
+    plain = torch.searchsorted(weights.cumsum(-1), u * weights.sum(-1, keepdim=True), right=True)[:, 0]
+    assert (fast == plain).float().mean() > 0.999  # sums taken in another order may round across a boundary
+
+
+@pytest.mark.parametrize("num_codes", [8, 37])
 def test_sampled_codes_follow_the_softmax(num_codes):
     """Chi-square test of 200,000 draws against softmax(logits / T), for T = 1 and T = 0.5."""
     logits = torch.randn(num_codes, generator=torch.Generator().manual_seed(num_codes)) * 1.5
@@ -312,19 +354,35 @@ def test_sampled_codes_follow_the_softmax(num_codes):
     assert torch.equal(sample_codes(logits[None], 0.0)[0], logits.argmax()[None])  # temperature 0: the argmax
 
 
-def test_windowed_context_forgets_frames_beyond_the_window():
+def test_windowed_cache_forgets_frames_beyond_the_window():
     model = small_model()  # 2 blocks: with window 3 a frame reaches back 2 * 2 = 4 frames in all
     tokens, actions = random_clip(B=1, T=8)
     changed = tokens.clone()
     changed[:, 0] = (tokens[:, 0] + 1) % SMALL.num_codes
     logits = []
     for clip in (tokens, changed):
-        context = model.context(clip[:, :7], actions[:, :6], window=3)
-        assert all(len(cache) == 2 for cache in context.caches)
-        logits.append(model.head(context.hidden(clip[:, 7:], actions[:, 6:])))
+        caches = model.cache(clip[:, :7], actions[:, :6], window=3)
+        assert all(len(cache) == 2 for cache in caches)  # the next frame sees window - 1 = 2 frames
+        logits.append(model.head(model.hidden(clip[:, 7:], actions[:, 6:], caches)[0]))
     torch.testing.assert_close(logits[0], logits[1])  # frame 7 no longer depends on frame 0
     full = [model(clip, actions)[:, 7] for clip in (tokens, changed)]
     assert not torch.allclose(full[0], full[1])  # without the window it does
+
+
+def test_a_window_forgets_nothing_until_it_is_full():
+    """Frame by frame, as play grows its memory: within the window, the windowed cache is the whole one."""
+    model = small_model()
+    tokens, actions = random_clip(B=1, T=13)
+    windowed, whole = model.cache(tokens[:, :1], actions[:, :0], window=16), model.cache(tokens[:, :1], actions[:, :0])
+    for t in range(1, 12):
+        windowed = model.add_frames(windowed, tokens[:, t:t + 1], actions[:, t - 1:t])
+        whole = model.add_frames(whole, tokens[:, t:t + 1], actions[:, t - 1:t])
+        assert all(len(cache) == t + 1 for cache in windowed)
+    logits = [model.head(model.hidden(tokens[:, 12:], actions[:, 11:], c)[0]) for c in (windowed, whole)]
+    torch.testing.assert_close(logits[0], logits[1])
+    for t in range(12, 30):  # and once it is full, it keeps window - 1 frames
+        windowed = model.add_frames(windowed, tokens[:, 12:], actions[:, 11:])
+    assert all(len(cache) == 15 and cache.k.shape[2] == 16 for cache in windowed)
 
 
 def test_one_step_at_temperature_zero_is_one_argmax_pass():
@@ -368,15 +426,15 @@ def test_toy_patch_code_is_lossless_and_the_square_follows_the_action():
 
 @pytest.mark.slow
 def test_learns_to_move_the_square_with_the_action():
-    """~1.5 min of CPU: a tiny model learns toy dynamics and its predictions follow the actions."""
+    """A tiny model learns toy dynamics and its predictions follow the actions."""
     torch.manual_seed(0)
-    # the tiny preset's blocks at half its width and depth (a minute, not five), 32x32 toy frames, 4x4 patches
+    # the tiny preset's blocks at half its width and depth, 32x32 toy frames, 4x4 patches
     config = replace(PRESETS["tiny"], grid=(8, 8), num_codes=16, dim=32, depth=2)
     model = Dynamics(config)
     frames, actions = toy_batch(2048, 3, seed=0, size=32)  # clips of 4 frames
     tokens = encode_patches(frames)  # [2048, 4, 8, 8]: 0 black, 1 white
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
-    for _ in range(500):  # seed 0 clears both bars after 500 steps (~75 s on 2 cores)
+    for _ in range(500):
         i = torch.randint(0, len(tokens), (32,))
         loss, _ = model.loss({"tokens": tokens[i], "actions": actions[i]})
         optimizer.zero_grad()

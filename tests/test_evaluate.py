@@ -43,27 +43,28 @@ class Oracle:
     """A perfectly controllable world model for toy data: moves the square's 2x2 tokens by the action."""
     config = SimpleNamespace(num_actions=len(ACTION_NAMES))
 
-    def generate(self, context_tokens, actions, n_frames, steps=25, temperature=1.0, generator=None, anneal=False,
+    def generate(self, tokens, actions, n_frames, steps=25, temperature=1.0, generator=None, anneal=False,
                  frame_order=0.0):
-        frames = list(context_tokens.unbind(1))
+        frames = list(tokens.unbind(1))
         for k in range(n_frames):
             frames.append(torch.stack([self.move(f, int(a)) for f, a in
-                                       zip(frames[-1], actions[:, context_tokens.shape[1] - 1 + k])]))
+                                       zip(frames[-1], actions[:, tokens.shape[1] - 1 + k])]))
         return torch.stack(frames, 1)
 
     generate_autoregressive = generate
 
-    def predict_logits(self, context_tokens, actions, n_frames, steps=1, temperature=0.0):
-        return 5.0 * F.one_hot(self.generate(context_tokens, actions, n_frames)[:, -1], 2).float()
+    def predict_logits(self, tokens, actions, n_frames, steps=1, temperature=0.0):
+        return 5.0 * F.one_hot(self.generate(tokens, actions, n_frames)[:, -1], 2).float()
 
-    # play: the context is the last frame; maskgit moves it by the action, append makes the result the context
-    def context(self, tokens, actions, window=None):
-        return SimpleNamespace(last=tokens[:, -1:], append=lambda tokens, actions: None)
+    # the cached sampler of one-go and play: the oracle's "cache" is the last frame
+    def cache(self, tokens, actions, window=None):
+        return tokens[:, -1:]
 
-    def maskgit(self, context, actions, steps=25, temperature=1.0, generator=None, anneal=False):
-        new = self.generate(context.last, actions, 1)[:, 1:]
-        context.last = new
-        return new
+    def add_frames(self, cache, tokens, actions):
+        return tokens[:, -1:]
+
+    def generate_cached(self, cache, actions, steps=25, temperature=1.0, generator=None, anneal=False, frame_order=0.0):
+        return self.generate(cache, actions, actions.shape[1])[:, 1:]
 
     @staticmethod
     def move(tokens, action):  # tokens [h, w] with one 2x2 block of ids 1; clamped at the borders as toy.py
@@ -85,7 +86,7 @@ class ToyTokenizer:
         return encode_patches(frames if frames.dtype == torch.uint8 else frames * 255)
 
     def decode(self, ids, caches=None):
-        return self.decode_ids(ids)
+        return self.decode_ids(ids) if caches is None else (self.decode_ids(ids), caches)
 
     def decoder_caches(self, window=None):
         return []
@@ -221,7 +222,7 @@ def test_oracle_is_controllable_and_beats_the_floor():
 
 
 def test_delta_psnr_is_zero_for_a_model_that_ignores_actions():
-    model = Dynamics(replace(DYNAMICS_PRESETS["tiny"], grid=(16, 16))).eval()  # the toy code's 4x4 patches
+    model = Dynamics(replace(DYNAMICS_PRESETS["tiny"], num_codes=256, grid=(16, 16))).eval()  # the toy code's 4x4 patches
     for embed in model.action_embed:
         torch.nn.init.zeros_(embed.weight)  # the actions no longer reach the model
     tokenizer = ToyTokenizer(lambda ids: decode_patches(ids % 2))  # random codes -> random black/white patches
@@ -268,7 +269,7 @@ def test_swap_delta_of_the_oracle_is_the_psnr_lost_at_frame_t():
 
 
 def test_random_protocol_numbers_do_not_depend_on_the_swap_protocol():
-    model = Dynamics(replace(DYNAMICS_PRESETS["tiny"], grid=(16, 16))).eval()
+    model = Dynamics(replace(DYNAMICS_PRESETS["tiny"], num_codes=256, grid=(16, 16))).eval()
     tokenizer = ToyTokenizer(lambda ids: decode_patches(ids % 2))
     sampled = dict(steps=2, temperature=1.0, batch_size=1)  # random weights: only sampling makes the branches differ
     alone, _ = evaluate.evaluate_windows(model, tokenizer, toy_windows(1), **sampled)
@@ -314,19 +315,16 @@ def test_compare_tabulates_several_evaluations(tmp_path):
 
 def test_compare_names_each_protocol_and_adds_the_papers_numbers(tmp_path):
     oracle, windows = Oracle(), toy_windows(1)
-    for name, protocols in (("old", ("random",)), ("swap", ("swap",)), ("both", ("random", "swap"))):
+    for name, protocols in (("both", ("random", "swap")), ("random", ("random",)), ("swap", ("swap",))):
         metrics, sample = evaluate.evaluate_windows(oracle, ToyTokenizer(), windows, protocols=protocols, anneal=True)
         evaluate.write_report(tmp_path / name, metrics, sample, torch.zeros(11, 16, 16))
-    old = json.loads((tmp_path / "old" / "metrics.json").read_text())
-    del old["delta_protocols"], old["anneal"]  # as evaluate.py wrote it before the swap protocol
-    (tmp_path / "old" / "metrics.json").write_text(json.dumps(old))
     assert "delta_t PSNR (t=4, swap)" in (tmp_path / "swap" / "results.md").read_text()
-    evaluate.main(["--compare", *(str(tmp_path / n) for n in ("both", "old", "swap")), "--out", str(tmp_path),
+    evaluate.main(["--compare", *(str(tmp_path / n) for n in ("both", "random", "swap")), "--out", str(tmp_path),
                    "--paper", "GenieRedux-G", "33.41", "0.92", "18.88", "--paper", "LAM", "33.97", "0.92", "-"])
     lines = (tmp_path / "results.md").read_text().splitlines()
     assert "| model | PSNR (dB) ± s.e. | SSIM | delta_t PSNR (t=4, random) ± s.e. | delta_t PSNR (t=4, swap) ± s.e. | FID |" in lines
     rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines if line.startswith("| ")}
-    assert rows["old, dynamics, one-go"][2] != "-" and rows["old, dynamics, one-go"][3] == "-"
+    assert rows["random, dynamics, one-go"][2] != "-" and rows["random, dynamics, one-go"][3] == "-"
     assert rows["swap, dynamics, one-go"][2] == "-" and rows["swap, dynamics, one-go"][3] != "-"
     assert "-" not in rows["both, dynamics, one-go"][2:4]
     assert rows["paper: GenieRedux-G"] == ["33.41", "0.9200", "-", "-", "18.88 |"]
@@ -334,7 +332,7 @@ def test_compare_names_each_protocol_and_adds_the_papers_numbers(tmp_path):
     text = "\n".join(lines)
     assert "annealed linearly to 0" in text and "delta_t PSNR, swap: only the action" in text
     with pytest.raises(SystemExit):
-        evaluate.parse_args(["--compare", str(tmp_path / "old"), "--paper", "x", "high", "0.9", "-"])
+        evaluate.parse_args(["--compare", str(tmp_path / "random"), "--paper", "x", "high", "0.9", "-"])
 
 
 def test_lam_reconstruction_row():

@@ -9,7 +9,7 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow  # the whole loop, with step counts cut to a few: about 2 minutes
 
 FEW = {"EPISODES": "3", "FT_EPISODES": "3", "TEST_EPISODES": "3", "MAX_STEPS": "40", "TOKENIZER_STEPS": "4",
-       "DYNAMICS_STEPS": "4", "DECODER_STEPS": "2", "FINETUNE_STEPS": "2", "AGENT_STEPS": "16", "EVAL_WINDOWS": "2",
+       "DYNAMICS_STEPS": "4", "DECODER_STEPS": "2", "FINETUNE_STEPS": "2", "AGENT_STEPS": "32", "ROLLOUT": "8", "RANDOM_UPDATES": "1", "EVAL_WINDOWS": "2",
        "BATCH": "2", "SEQ_LEN": "12", "NUM_ENVS": "2", "WORKERS": "1", "OMP_NUM_THREADS": "1"}
 
 
@@ -35,8 +35,13 @@ def test_tiny_loop_writes_every_artefact_and_resumes(tmp_path):
         for mode in ("one-go", "autoregressive"):
             assert f"| {model}, dynamics, {mode} |" in table
     assert "copy last context frame (floor)" in table and "FID" in table
+    for model in ("pretrained-on-random", "pretrained-on-explore"):  # the pretrained model on each policy's episodes
+        assert f"| {model}, dynamics, one-go |" in table
+    for folder in ("data/random", "data/explore", "data/test"):  # the agents' episodes, measured without the world model
+        assert f"{folder} |" in table
+    assert "AutoExplore reward per step" in table and (out / "report" / "report.png").is_file()
     # a second run finds every step done and only rewrites the table
     again = subprocess.run(["bash", str(ROOT / "loop.sh"), "--preset", "tiny", "--out", str(out)], env=env,
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("(done)") == 15 and "results.md" in again.stdout
+    assert again.stdout.count("(done)") == 18 and "results.md" in again.stdout

@@ -1,4 +1,4 @@
-"""tab2.sh and tab4.sh: the paper's Tab. 2 and Tab. 4 studies end to end on procgen, step counts cut to a few."""
+"""studies/tab2.sh and studies/tab4.sh: the paper's Tab. 2 and Tab. 4 studies end to end on procgen, step counts cut to a few."""
 import json
 import os
 import subprocess
@@ -16,7 +16,7 @@ FEW = {"EPISODES": "2", "TEST_EPISODES": "1", "MAX_STEPS": "40", "WORKERS": "1",
 
 
 def run(script, out, **env):
-    return subprocess.run(["bash", str(ROOT / script), "--out", str(out)], env={**os.environ, **FEW, **env},
+    return subprocess.run(["bash", str(ROOT / "studies" / script), "--out", str(out)], env={**os.environ, **FEW, **env},
                           capture_output=True, text=True, timeout=600)
 
 

@@ -65,10 +65,27 @@ def test_decoding_frame_by_frame_with_caches_equals_decoding_the_clip():
     model = tiny()
     ids = torch.randint(0, model.config.num_codes, (2, 6, *model.grid))
     whole = model.decode(ids)
-    caches = model.decoder_caches()
-    parts = [model.decode(ids[:, :2], caches)] + [model.decode(ids[:, t:t + 1], caches) for t in range(2, 6)]
+    parts, caches = model.decode(ids[:, :2], model.decoder_caches())
+    parts = [parts]
+    for t in range(2, 6):
+        frame, caches = model.decode(ids[:, t:t + 1], caches)
+        parts.append(frame)
     torch.testing.assert_close(torch.cat(parts, 1), whole, atol=1e-5, rtol=0)
     assert all(len(cache) == 6 for cache in caches)  # every decoded frame's keys and values are kept
+
+
+def test_decoding_after_caches_leaves_them_as_they_were():
+    """Several continuations of one context, each on the context's caches, as evaluate.py decodes them."""
+    model = tiny()
+    ids = torch.randint(0, model.config.num_codes, (1, 5, *model.grid))
+    other = torch.randint(0, model.config.num_codes, (1, 3, *model.grid))
+    _, context = model.decode(ids[:, :2], model.decoder_caches())
+    keys = [cache.k.clone() for cache in context]
+    first, longer = model.decode(ids[:, 2:], context)
+    model.decode(other, context)  # another continuation of the same caches
+    assert torch.equal(model.decode(ids[:, 2:], context)[0], first)
+    torch.testing.assert_close(first, model.decode(ids)[:, 2:], atol=1e-5, rtol=0)
+    assert all(torch.equal(cache.k, k) for cache, k in zip(context, keys)) and len(longer[0]) == 5
 
 
 def test_windowed_decoder_cache_forgets_frames_beyond_the_window():
@@ -78,11 +95,25 @@ def test_windowed_decoder_cache_forgets_frames_beyond_the_window():
     other[:, 0] = (ids[:, 0] + 1) % model.config.num_codes  # frame 0 is more than window - 1 = 2 frames before frame 6 ...
     outputs = []
     for clip in (ids, other):
-        caches = model.decoder_caches(window=3)
-        outputs.append(torch.cat([model.decode(clip[:, t:t + 1], caches) for t in range(7)], 1))
-        assert all(len(cache) == 2 for cache in caches)  # the cache keeps window - 1 frames
+        caches, frames = model.decoder_caches(window=3), []
+        for t in range(7):
+            frame, caches = model.decode(clip[:, t:t + 1], caches)
+            frames.append(frame)
+        outputs.append(torch.cat(frames, 1))
+        assert all(len(cache) == 2 for cache in caches)  # the next frame sees window - 1 frames
     assert not torch.allclose(outputs[0][:, 1], outputs[1][:, 1])  # ... and frame 1 sees it ...
     torch.testing.assert_close(outputs[0][:, 6], outputs[1][:, 6])  # ... but frame 6 does not
+
+
+def test_windowed_decoder_cache_keeps_every_frame_until_it_is_full():
+    model = tiny()
+    ids = torch.randint(0, model.config.num_codes, (1, 9, *model.grid))
+    caches, frames = model.decoder_caches(window=10), []
+    for t in range(9):
+        frame, caches = model.decode(ids[:, t:t + 1], caches)
+        frames.append(frame)
+        assert all(len(cache) == t + 1 for cache in caches)
+    torch.testing.assert_close(torch.cat(frames, 1), model.decode(ids), atol=1e-5, rtol=0)
 
 
 def test_straight_through_gradient_reaches_encoder():

@@ -6,7 +6,7 @@ resize) and plays runs of one repeated action of random length (1-16 agent steps
 instead of a new uniform action every step. Actions use the shared order RIGHT LEFT UP DOWN JUMP (JUMP is Airstriker's
 fire button B), with action repeat 4, as the episode contract asks.
 
-    python tests/foreign_episodes.py --out data/foreign --episodes 10 --seed 202
+    python studies/foreign_episodes.py --out data/foreign --episodes 10 --seed 202
     python evaluate.py --dynamics runs/loop/dynamics/ckpt.pt --data data/foreign --max-windows 64 --out runs/foreign
 """
 import argparse

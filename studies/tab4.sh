@@ -3,15 +3,15 @@
 # + token input, + TDCE (the full model), and the full model sampled autoregressively. Every row is trained
 # on the same random-agent episodes of several procgen platformers with the same tokenizer, seed and steps.
 #
-#   bash tab4.sh                 # --size cpu: tiny preset on a 2-core CPU, < 30 min
-#   bash tab4.sh --size gpu      # small preset on one GPU
+#   bash studies/tab4.sh                 # --size cpu: tiny preset on a 2-core CPU, < 30 min
+#   bash studies/tab4.sh --size gpu      # small preset on one GPU
 #
 # Every step skips work whose output exists, so re-running continues an interrupted run; --fresh starts
-# over. Sizes can be overridden from the environment (e.g. DYNAMICS_STEPS=5 bash tab4.sh), the games too
+# over. Sizes can be overridden from the environment (e.g. DYNAMICS_STEPS=5 bash studies/tab4.sh), the games too
 # (GAMES="procgen:coinrun" for CoinRun alone). Writes everything under OUT (default runs/tab4): data/,
 # tokenizer/, the three dynamics models, eval/, and the table results.md with results.png.
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."  # the repository root: every path below is relative to it
 
 size=cpu out=runs/tab4 fresh=0
 while [ $# -gt 0 ]; do
@@ -42,18 +42,12 @@ esac
 [ "$fresh" = 1 ] && rm -rf "$out"
 mkdir -p "$out/done"
 
-step() {  # step NAME COMMAND...: run COMMAND once; a marker in OUT/done records that it finished
-  if [ -e "$out/done/$1" ]; then echo "[tab4] skip $1 (done)"; return; fi
-  echo "[tab4] $(date +%H:%M:%S) $1"
-  "${@:2}"
-  touch "$out/done/$1"
-}
-resume() { [ -e "$1" ] && echo --resume || true; }  # resume CHECKPOINT: an interrupted run continues
+source studies/steps.sh  # step NAME COMMAND... (skipped once done), resume CHECKPOINT
 tr ' ' '\n' <<<"$GAMES" >"$out/games.txt"
 collect=(python collect.py --games "$out/games.txt" --max-steps "$MAX_STEPS" --workers "$WORKERS" --out "$out/data")
 train=(python train.py --preset "$PRESET" --workers 0 --data "$out/data")
 dynamics=("${train[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --batch-size "$BATCH" --seq-len "$SEQ_LEN" --steps "$DYNAMICS_STEPS")
-# one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as the README's tables were measured
+# one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as docs/RESULTS.md's tables were measured
 evaluate=(python evaluate.py --data "$out/data" --delta-protocol both --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature "$TEMPERATURE" --frame-order 0)
 
 # 1. Random-agent episodes of every game (sec. 5.1), and a held-out test set of other levels.

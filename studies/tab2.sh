@@ -3,15 +3,15 @@
 # against GenieRedux-G (the true actions), beside the tokenizer's and the LAM's own reconstructions, the
 # copy-last-frame floor and the paper's numbers. The two dynamics models differ only in their actions.
 #
-#   bash tab2.sh                 # --size cpu: tiny preset on a 2-core CPU, < 30 min
-#   bash tab2.sh --size gpu      # small preset on one GPU
+#   bash studies/tab2.sh                 # --size cpu: tiny preset on a 2-core CPU, < 30 min
+#   bash studies/tab2.sh --size gpu      # small preset on one GPU
 #
 # Every step skips work whose output exists, so re-running continues an interrupted run; --fresh starts
-# over. Sizes can be overridden from the environment (e.g. DYNAMICS_STEPS=5 bash tab2.sh).
+# over. Sizes can be overridden from the environment (e.g. DYNAMICS_STEPS=5 bash studies/tab2.sh).
 # Writes everything under OUT (default runs/tab2): data/, tokenizer/, lam/, genieredux/, genieredux-g/,
 # eval/, and the table results.md with results.png.
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."  # the repository root: every path below is relative to it
 
 size=cpu out=runs/tab2 fresh=0
 while [ $# -gt 0 ]; do
@@ -39,17 +39,11 @@ esac
 [ "$fresh" = 1 ] && rm -rf "$out"
 mkdir -p "$out/done"
 
-step() {  # step NAME COMMAND...: run COMMAND once; a marker in OUT/done records that it finished
-  if [ -e "$out/done/$1" ]; then echo "[tab2] skip $1 (done)"; return; fi
-  echo "[tab2] $(date +%H:%M:%S) $1"
-  "${@:2}"
-  touch "$out/done/$1"
-}
-resume() { [ -e "$1" ] && echo --resume || true; }  # resume CHECKPOINT: an interrupted run continues
+source studies/steps.sh  # step NAME COMMAND... (skipped once done), resume CHECKPOINT
 collect=(python collect.py --env procgen:coinrun --max-steps "$MAX_STEPS" --workers "$WORKERS" --out "$out/data")
 train=(python train.py --preset "$PRESET" --workers 0 --data "$out/data")
 dynamics=("${train[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --batch-size "$BATCH" --seq-len "$SEQ_LEN" --steps "$DYNAMICS_STEPS")
-# one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as the README's tables were measured
+# one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as docs/RESULTS.md's tables were measured
 evaluate=(python evaluate.py --data "$out/data" --mode one-go --delta-protocol both --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature "$TEMPERATURE" --frame-order 0)
 
 # 1. Random-agent CoinRun episodes (hard mode), and a held-out test set of other levels (sec. 5).

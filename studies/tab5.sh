@@ -5,15 +5,15 @@
 #   fine-tune on each (decoder, then dynamics; the best checkpoint on that data's validation split) and train
 #   from scratch on the exploration data -> evaluate all on a test set played by another policy.
 #
-#   bash tab5.sh                      # CPU size: procgen platformers, tiny models, 2-core CPU, < 45 min
-#   bash tab5.sh --size gpu           # one H200: small models (collect the data on a CPU first, see README)
-#   bash tab5.sh --games "procgen:coinrun procgen:jumper" --target procgen:coinrun --out runs/tab5
+#   bash studies/tab5.sh                      # CPU size: procgen platformers, tiny models, 2-core CPU, < 45 min
+#   bash studies/tab5.sh --size gpu           # one H200: small models (collect the data on a CPU first, see docs/RESULTS.md)
+#   bash studies/tab5.sh --games "procgen:coinrun procgen:jumper" --target procgen:coinrun --out runs/tab5
 #
 # Every step skips work whose output exists, so re-running continues an interrupted study; --fresh starts
 # over. Sizes can be overridden from the environment (e.g. FINETUNE_STEPS=50). Writes under OUT (default
 # runs/tab5): data/, models, eval/, report/ (exploration without the world model), results.md, results.png.
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."  # the repository root: every path below is relative to it
 
 size=cpu games="procgen:coinrun procgen:jumper procgen:ninja procgen:climber" target=procgen:coinrun out=runs/tab5 fresh=0
 while [ $# -gt 0 ]; do
@@ -31,31 +31,30 @@ case " $games " in *" $target "*) ;; *) echo "error: --target $target is not one
 # Sizes: episodes per pretraining game, optimiser steps, the frame budget of each fine-tuning dataset
 case $size in
   cpu) preset=tiny; : "${EPISODES:=12}" "${MAX_STEPS:=200}" "${TOKENIZER_STEPS:=1000}" "${DYNAMICS_STEPS:=1000}" \
-         "${AGENT_STEPS:=2048}" "${FRAMES:=3000}" "${DECODER_STEPS:=100}" "${FINETUNE_STEPS:=300}" "${EVAL_EVERY:=50}" \
+         "${FRAMES:=3000}" "${DECODER_STEPS:=100}" "${FINETUNE_STEPS:=300}" "${EVAL_EVERY:=50}" \
          "${TEST_EPISODES:=6}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${TOKENIZER_BATCH:=12}" \
-         "${TOKENIZER_SEQ_LEN:=4}" "${NUM_ENVS:=2}" "${WORKERS:=2}" "${MASKGIT_STEPS:=8}" "${FINETUNE_LR:=2e-4}" ;;
+         "${TOKENIZER_SEQ_LEN:=4}" "${WORKERS:=2}" "${MASKGIT_STEPS:=8}" "${FINETUNE_LR:=2e-4}" \
+         "${AGENT_STEPS:=30720}" "${NUM_ENVS:=8}" "${ROLLOUT:=64}" "${RANDOM_UPDATES:=4}" "${AGENT_LR:=2e-3}" "${ENT_COEF:=0.001}" ;;
   gpu) preset=small; : "${EPISODES:=100}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=1500}" "${DYNAMICS_STEPS:=1500}" \
-         "${AGENT_STEPS:=16384}" "${FRAMES:=20000}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=600}" "${EVAL_EVERY:=100}" \
+         "${FRAMES:=20000}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=600}" "${EVAL_EVERY:=100}" \
          "${TEST_EPISODES:=16}" "${EVAL_WINDOWS:=256}" "${BATCH:=16}" "${SEQ_LEN:=16}" "${TOKENIZER_BATCH:=16}" \
-         "${TOKENIZER_SEQ_LEN:=16}" "${NUM_ENVS:=8}" "${WORKERS:=8}" "${MASKGIT_STEPS:=25}" "${FINETUNE_LR:=1e-4}" ;;
+         "${TOKENIZER_SEQ_LEN:=16}" "${WORKERS:=8}" "${MASKGIT_STEPS:=25}" "${FINETUNE_LR:=1e-4}" \
+         "${AGENT_STEPS:=65536}" "${NUM_ENVS:=16}" "${ROLLOUT:=64}" "${RANDOM_UPDATES:=4}" "${AGENT_LR:=2e-3}" "${ENT_COEF:=0.001}" ;;
   *) echo "error: --size must be cpu or gpu, got '$size'" >&2; exit 2 ;;
 esac
 [ "$fresh" = 1 ] && rm -rf "$out"
 mkdir -p "$out/done"
 
-step() {  # step NAME COMMAND...: run COMMAND once; a marker in OUT/done records that it finished
-  if [ -e "$out/done/$1" ]; then echo "[tab5] skip $1 (done)"; return; fi
-  echo "[tab5] $(date +%H:%M:%S) $1"
-  "${@:2}"
-  touch "$out/done/$1"
-}
-resume() { [ -e "$1" ] && echo --resume || true; }  # resume CHECKPOINT: an interrupted run continues
+source studies/steps.sh  # step NAME COMMAND... (skipped once done), resume CHECKPOINT
 collect=(python collect.py --max-steps "$MAX_STEPS" --workers "$WORKERS")
 train=(python train.py --preset "$preset" --workers 0)
 finetune=(--eval-every "$EVAL_EVERY" --lr "$FINETUNE_LR")  # evaluated often: the best checkpoint on validation is kept
 tokenizer_clips=(--batch-size "$TOKENIZER_BATCH" --seq-len "$TOKENIZER_SEQ_LEN")
 dynamics_clips=(--batch-size "$BATCH" --seq-len "$SEQ_LEN")
-# one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as the README's tables were measured
+# one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as docs/RESULTS.md's tables were measured
+# both agents: the same PPO settings and step budget as loop.sh's (the first RANDOM_UPDATES are random's level)
+ppo=(python agent.py --env "$target" --preset "$preset" --max-steps "$MAX_STEPS" --total-steps "$AGENT_STEPS" --num-envs "$NUM_ENVS"
+     --num-steps "$ROLLOUT" --random-updates "$RANDOM_UPDATES" --lr "$AGENT_LR" --ent-coef "$ENT_COEF")
 evaluate=(python evaluate.py --data "$out/data/test" --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature 0 --delta-protocol both --frame-order 0)
 
 # 1. Pretraining: random play of every game, then the tokenizer and GenieRedux-G dynamics (sec. 4, 5.1).
@@ -65,8 +64,7 @@ step tokenizer "${train[@]}" "${tokenizer_clips[@]}" --model tokenizer --data "$
 step dynamics "${train[@]}" "${dynamics_clips[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --data "$out/data/pretrain" --steps "$DYNAMICS_STEPS" --out "$out/dynamics" $(resume "$out/dynamics/ckpt.pt")
 
 # 2. AutoExplore on the target game, rewarded by the pretrained model's uncertainty (sec. 4, eqs. 2-4).
-step agent python agent.py --env "$target" --reward autoexplore --dynamics "$out/dynamics/ckpt.pt" --preset "$preset" \
-  --num-envs "$NUM_ENVS" --total-steps "$AGENT_STEPS" --out "$out/agent" $(resume "$out/agent/agent.pt")
+step agent "${ppo[@]}" --reward autoexplore --dynamics "$out/dynamics/ckpt.pt" --out "$out/agent" $(resume "$out/agent/agent.pt")
 
 # 3.-4. The same frame budget of exploration data and of fresh random data on the target game; a fifth of
 #       each is its validation split, on which the fine-tuning keeps its best checkpoint.
@@ -86,9 +84,8 @@ step tokenizer-scratch "${train[@]}" "${tokenizer_clips[@]}" --model tokenizer -
 step dynamics-scratch "${train[@]}" "${dynamics_clips[@]}" --model dynamics --tokenizer "$out/tokenizer-scratch/best.pt" --data "$out/data/explore" --steps "$DYNAMICS_STEPS" --out "$out/dynamics-scratch" $(resume "$out/dynamics-scratch/ckpt.pt")
 
 # 7. The test set, from another policy: PPO on the game's own reward (the paper: Agent57).
-step agent-env python agent.py --env "$target" --reward env --preset "$preset" --num-envs "$NUM_ENVS" \
-  --total-steps "$AGENT_STEPS" --seed 3 --out "$out/agent-env" $(resume "$out/agent-env/agent.pt")
-step collect-test "${collect[@]}" --env "$target" --policy agent --agent "$out/agent-env/agent.pt" --episodes "$TEST_EPISODES" --seed 3 --split test --out "$out/data/test"
+step agent-env "${ppo[@]}" --reward env --seed 3 --out "$out/agent-env" $(resume "$out/agent-env/agent.pt")
+step collect-test "${collect[@]}" --env "$target" --policy agent --agent "$out/agent-env/agent.pt" --epsilon 0 --episodes "$TEST_EPISODES" --seed 3 --split test --out "$out/data/test"
 
 # 8. Evaluate: one-go for every row, autoregressive for the two fine-tuned ones (Tab. 5's columns).
 step eval-pretrained "${evaluate[@]}" --mode one-go --dynamics "$out/dynamics/best.pt" --out "$out/eval/pretrained"
@@ -97,8 +94,10 @@ for source in random explore; do
 done
 step eval-scratch "${evaluate[@]}" --mode one-go --dynamics "$out/dynamics-scratch/best.pt" --out "$out/eval/scratch-explore"
 
-# 9. How much more of the game the agent reaches than random play, without the world model.
-step report python agent.py --report --env "$target" --agent "$out/agent/agent.pt" --report-steps "$FRAMES" --max-steps "$MAX_STEPS" --out "$out/report"
+# 9. How much more of the game each agent reaches than random play, without the world model: the same frame
+#    budget of exploration and random data, and the test set (levels finished show as the return).
+step report python agent.py --report --data "$out/data/random" "$out/data/explore" "$out/data/test" --dynamics "$out/dynamics/best.pt" \
+  --agents "$out/agent/agent.pt" "$out/agent-env/agent.pt" --out "$out/report"
 
 # 10. One table (and results.png), the paper's numbers beside it.
 python evaluate.py --compare "$out/eval/pretrained" "$out/eval/finetuned-random" "$out/eval/finetuned-explore" "$out/eval/scratch-explore" --out "$out" >/dev/null

@@ -1,0 +1,14 @@
+# step and resume for loop.sh and studies/*.sh, which source this file after setting out (their output folder).
+# Each line of a study is one step; a step that finished leaves a marker in OUT/done and is skipped next time,
+# so re-running a script continues where it stopped.
+
+step() {  # step NAME COMMAND...: run COMMAND once; a marker in OUT/done records that it finished
+  local tag
+  tag=$(basename "$0" .sh)
+  if [ -e "$out/done/$1" ]; then echo "[$tag] skip $1 (done)"; return; fi
+  echo "[$tag] $(date +%H:%M:%S) $1"
+  "${@:2}"
+  touch "$out/done/$1"
+}
+
+resume() { [ -e "$1" ] && echo --resume || true; }  # resume CHECKPOINT: an interrupted run continues
