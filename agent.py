@@ -137,8 +137,9 @@ def train(args, make_env=None, world_model=None):
     Tests pass a toy game and a toy world model here."""
     from tqdm import tqdm
     device, out, path = torch.device(args.device), Path(args.out), Path(args.out) / "agent.pt"
-    if device.type == "cpu":
-        torch.set_num_threads(1)  # the game workers need the cores: a policy step spread over them only waits
+    if device.type == "cpu" and args.reward == "env":
+        torch.set_num_threads(1)  # the small policy alone gains nothing from more threads; the world model's reward,
+        # computed while the game workers wait for their next action, does use every core
     ckpt = read_checkpoint(path, "--resume", device) if args.resume and path.exists() else None
     config = AgentConfig(**ckpt["config"]) if ckpt else PRESETS[args.preset]
     model = ActorCritic(config).to(device)
@@ -284,7 +285,7 @@ def report(args):
     Per episode, with no world model: the game's return, the steps alive (episodes end at game over or at
     the collector's --max-steps) and the distinct coarse pictures reached; over the folder, the coarse
     pictures reached in the first F frames, F the same for every folder (the smallest folder's frames).
-    With --dynamics also the AutoExplore reward of every step t >= 4, exactly as the agent is paid.
+    With --dynamics also the AutoExplore reward, exactly as the agent is paid, of every 4th step t >= 4.
     """
     from tqdm import tqdm
     world_model = load_world_model(args.dynamics, device=args.device)[:2] if args.dynamics else None
@@ -296,9 +297,9 @@ def report(args):
                     "places": [coverage(e["frames"])[-1] for e in episodes]}
         if world_model is not None:
             per_episode = []
-            for e in episodes:
-                f, a = e["frames"], e["actions"]
-                windows = np.stack([f[t - 4:t - 2] for t in range(4, len(f))]), np.stack([a[t - 4:t] for t in range(4, len(f))])
+            for e in episodes:  # every 4th step t >= 4: a sample of the steps keeps the report quick
+                f, a, steps = e["frames"], e["actions"], range(4, len(e["frames"]), 4)
+                windows = np.stack([f[t - 4:t - 2] for t in steps]), np.stack([a[t - 4:t] for t in steps])
                 per_episode.append(world_model_uncertainty(world_model, *windows).mean() if len(f) > 4 else np.nan)
             measures["autoexplore_reward"] = [r for r in per_episode if not np.isnan(r)]
         policies = sorted({e["policy"] for e in episodes})

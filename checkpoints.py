@@ -1,4 +1,5 @@
-"""Checkpoints of every model: written atomically, read back with one-line errors, rebuilt from the file alone.
+"""Checkpoints of every model: written atomically, read back with one-line errors, rebuilt from the file alone;
+and the bookkeeping of a train.py run folder (its log, ckpt.pt and best.pt).
 
 A train.py checkpoint is a dict {model, optimizer, config, model_type, preset, step, args, val_loss, tokenizer, lam};
 the config alone rebuilds the model, so evaluate.py, play.py, agent.py and collect.py need no other flags.
@@ -8,6 +9,9 @@ the config alone rebuilds the model, so evaluate.py, play.py, agent.py and colle
     dynamics, tokenizer, lam = load_world_model("runs/dynamics/ckpt.pt")   # lam is None for GenieRedux-G
 """
 import io
+import json
+import math
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -81,5 +85,47 @@ def load_world_model(dynamics_path, tokenizer_path=None, device="cpu"):
     if dynamics.codebook.shape != codes.shape or not torch.allclose(dynamics.codebook, codes, atol=1e-5):
         raise CheckpointError(f"--tokenizer {tokenizer_path} has other codes than the tokenizer {dynamics_path} "
                               f"was trained on")
-    lam = load_checkpoint(ckpt["lam"], "lam", f"the LAM of --dynamics {dynamics_path}", device)[0] if ckpt.get("lam") else None
+    lam = load_checkpoint(ckpt["lam"], "lam", f"the LAM of --dynamics {dynamics_path}", device)[0] if ckpt["lam"] else None
     return dynamics.requires_grad_(False), tokenizer.requires_grad_(False), lam and lam.requires_grad_(False)
+
+
+# ---------------------------------------------------------------------------
+# A train.py run folder: metrics.jsonl, ckpt.pt and best.pt
+# ---------------------------------------------------------------------------
+
+def restart_log(log_path, args, start, master):
+    """The log rows the run starts with: none, or on --resume those up to its checkpoint (what an interrupted run
+    logged after it is forgotten, as those steps run again). Rank 0 rewrites metrics.jsonl to match."""
+    log_rows = []
+    if args.resume and log_path.exists():
+        log_rows = [r for r in map(json.loads, log_path.read_text().splitlines())
+                    if r["step"] < start or r["split"] == "val" and r["step"] == start]
+    if master:
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in log_rows))
+    return log_rows
+
+
+def append_log(log_path, log_rows, row):
+    log_rows.append(row)
+    with open(log_path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def lowest_val_loss(out, args):
+    """The validation loss best.pt was saved at: the one to beat. A new run has none yet."""
+    best_path = out / "best.pt"
+    return read_checkpoint(best_path, "--resume")["val_loss"] if args.resume and best_path.exists() else math.inf
+
+
+def save_checkpoints(out, model, optimizer, args, step, val_loss, best_loss):
+    """ckpt.pt: this evaluation with the optimizer, for --resume; best.pt: the weights alone when `val_loss` is the
+    lowest so far (paper sec. 5.3 keeps the best model on validation). Returns the lowest validation loss."""
+    dynamics = args.model == "dynamics"
+    weights = {"model": model.state_dict(), "config": asdict(model.config), "model_type": args.model,
+               "preset": args.preset, "step": step, "args": vars(args), "val_loss": val_loss,
+               "tokenizer": str(Path(args.tokenizer).resolve()) if dynamics else None,
+               "lam": str(Path(args.lam).resolve()) if dynamics and args.actions == "latent" else None}
+    save_checkpoint(out / "ckpt.pt", {**weights, "optimizer": optimizer.state_dict()})
+    if val_loss < best_loss:
+        save_checkpoint(out / "best.pt", weights)
+    return min(val_loss, best_loss)

@@ -1,5 +1,6 @@
 """The pictures of an evaluation: frames as a labelled grid (PNG) or an animated GIF, both nearest-pixel, and
-the charts of its results (PSNR by horizon, models side by side, the LAM's codes against the true actions).
+the charts of its results (PSNR by horizon, models side by side, the LAM's codes against the true actions),
+and train.py's samples picture and training curves.
 
 evaluate.py draws its rollouts, token maps, uncertainty maps and charts with these, play.py the frames it played:
 
@@ -9,6 +10,7 @@ evaluate.py draws its rollouts, token maps, uncertainty maps and charts with the
 import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
+from matplotlib.image import imsave
 
 
 def to_uint8(frames):
@@ -78,3 +80,24 @@ def plot_confusion(confusion, action_names, path):
     for (k, a), n in np.ndenumerate(confusion):
         ax.text(a, k, n, ha="center", va="center", fontsize=6)
     fig.savefig(path, dpi=100)
+
+
+def save_samples(real, pred, path):
+    """Per clip a row of real frames above a row of the model's frames; columns are time. float [n, T, H, W, 3] each."""
+    rows = np.stack([real, pred], 1).reshape(-1, *real.shape[1:])  # [2n, T, H, W, 3]
+    n, T, H, W, C = rows.shape
+    imsave(path, np.clip(rows.transpose(0, 2, 1, 3, 4).reshape(n * H, T * W, C), 0, 1))
+
+
+def plot_training_curves(log_rows, path):
+    """Loss and the quality figures (PSNR, masked-token accuracy) against step, train and val."""
+    keys = [k for k in ("loss", "psnr", "acc") if any(k in r for r in log_rows)]
+    fig = Figure(figsize=(5 * len(keys), 3.5), layout="tight")
+    for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
+        for split in ("train", "val"):
+            points = [(r["step"], r[key]) for r in log_rows if r["split"] == split and key in r]
+            if points:
+                ax.plot(*zip(*points), label=split, marker="o" if split == "val" else None)
+        ax.set(xlabel="step", title=key + (" (dB)" if key == "psnr" else ""), yscale="log" if key == "loss" else "linear")
+        ax.legend()
+    fig.savefig(path)

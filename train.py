@@ -18,7 +18,6 @@ same without the optimizer, at the lowest validation loss so far), metrics.jsonl
 clips above the model's frames) and, for dynamics, tokens_<split>.npy: the frozen tokenizer's ids of every clip.
 """
 import argparse
-import json
 import logging
 import math
 import os
@@ -32,18 +31,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from matplotlib.figure import Figure
-from matplotlib.image import imsave
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
 from benchmark import benchmark
-from checkpoints import MODELS, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from checkpoints import (MODELS, CheckpointError, append_log, load_checkpoint, lowest_val_loss, read_checkpoint, restart_log,
+                         save_checkpoints)
 from data import Batches, Clips, barrier, clip_order, tokenize_clips
 from episodes import EpisodeError, check_writable
 from lam import PRESETS as LAM_PRESETS
 from metrics import mse_to_psnr, psnr
+from pictures import plot_training_curves, save_samples
 from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer
 
 
@@ -86,7 +85,7 @@ def learning_rate(step, args):
 
 
 # ---------------------------------------------------------------------------
-# Evaluation during training: validation loss, the samples picture and the curves
+# Evaluation during training: validation loss and the frames of the samples picture
 # ---------------------------------------------------------------------------
 
 def with_psnr(metrics):
@@ -123,27 +122,6 @@ def predict(model, kind, show, tokenizer):
         return torch.cat([frames[:, :1], model(frames)[0]], 1)
     tokens = show["tokens"]  # [n, T, h, w]
     return tokenizer.decode(model.generate(tokens[:, :2], show["actions"], tokens.shape[1] - 2))
-
-
-def save_samples(real, pred, path):
-    """Per clip a row of real frames above a row of the model's frames; columns are time."""
-    rows = torch.stack([real, pred], 1).flatten(0, 1).float()  # [2n, T, H, W, 3]
-    n, T, H, W, C = rows.shape
-    imsave(path, rows.permute(0, 2, 1, 3, 4).reshape(n * H, T * W, C).clamp(0, 1).cpu().numpy())
-
-
-def plot_training_curves(log_rows, path):
-    """Loss and the quality figures (PSNR, masked-token accuracy) against step, train and val."""
-    keys = [k for k in ("loss", "psnr", "acc") if any(k in r for r in log_rows)]
-    fig = Figure(figsize=(5 * len(keys), 3.5), layout="tight")
-    for ax, key in zip(fig.subplots(1, len(keys), squeeze=False)[0], keys):
-        for split in ("train", "val"):
-            points = [(r["step"], r[key]) for r in log_rows if r["split"] == split and key in r]
-            if points:
-                ax.plot(*zip(*points), label=split, marker="o" if split == "val" else None)
-        ax.set(xlabel="step", title=key + (" (dB)" if key == "psnr" else ""), yscale="log" if key == "loss" else "linear")
-        ax.legend()
-    fig.savefig(path)
 
 
 # ---------------------------------------------------------------------------
@@ -363,48 +341,6 @@ def train_batches(train, args, start, rank, world_size, device):
     return iter(DataLoader(train, batch_sampler=sampler, num_workers=args.workers, pin_memory=device.type == "cuda"))
 
 
-# ---------------------------------------------------------------------------
-# The run folder: metrics.jsonl, ckpt.pt and best.pt
-# ---------------------------------------------------------------------------
-
-def restart_log(log_path, args, start, master):
-    """The log rows the run starts with: none, or on --resume those up to its checkpoint (what an interrupted run
-    logged after it is forgotten, as those steps run again). Rank 0 rewrites metrics.jsonl to match."""
-    log_rows = []
-    if args.resume and log_path.exists():
-        log_rows = [r for r in map(json.loads, log_path.read_text().splitlines())
-                    if r["step"] < start or r["split"] == "val" and r["step"] == start]
-    if master:
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in log_rows))
-    return log_rows
-
-
-def append_log(log_path, log_rows, row):
-    log_rows.append(row)
-    with open(log_path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-
-
-def lowest_val_loss(out, args):
-    """The validation loss best.pt was saved at: the one to beat. A new run has none yet."""
-    best_path = out / "best.pt"
-    return read_checkpoint(best_path, "--resume")["val_loss"] if args.resume and best_path.exists() else math.inf
-
-
-def save_checkpoints(out, model, optimizer, args, step, val_loss, best_loss):
-    """ckpt.pt: this evaluation with the optimizer, for --resume; best.pt: the weights alone when `val_loss` is the
-    lowest so far (paper sec. 5.3 keeps the best model on validation). Returns the lowest validation loss."""
-    dynamics = args.model == "dynamics"
-    weights = {"model": model.state_dict(), "config": asdict(model.config), "model_type": args.model,
-               "preset": args.preset, "step": step, "args": vars(args), "val_loss": val_loss,
-               "tokenizer": str(Path(args.tokenizer).resolve()) if dynamics else None,
-               "lam": str(Path(args.lam).resolve()) if dynamics and args.actions == "latent" else None}
-    save_checkpoint(out / "ckpt.pt", {**weights, "optimizer": optimizer.state_dict()})
-    if val_loss < best_loss:
-        save_checkpoint(out / "best.pt", weights)
-    return min(val_loss, best_loss)
-
-
 def diverged(what, value, step, saved_step, ckpt_path, args):
     return TrainingError(f"{what} is {value} at step {step}: training diverged; {ckpt_path} keeps step {saved_step}; "
                          f"lower --lr (now {args.lr:g}) and --resume")
@@ -461,7 +397,7 @@ def main(argv=None):
                 if not math.isfinite(val_metrics["loss"]):
                     raise diverged("validation loss", val_metrics["loss"], step, saved_step, ckpt_path, args)
                 append_log(log_path, log_rows, {"step": step, "split": "val", **val_metrics})
-                save_samples(real, pred, out / "samples.png")
+                save_samples(real.cpu().numpy(), pred.cpu().numpy(), out / "samples.png")
                 plot_training_curves(log_rows, out / "curves.png")
                 best_loss = save_checkpoints(out, model, optimizer, args, step, val_metrics["loss"], best_loss)
                 saved_step, tick, tick_step = step, time.perf_counter(), step  # frames/s leaves out evaluation

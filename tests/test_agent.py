@@ -319,7 +319,7 @@ def write_tiny_world_model(folder):
     dynamics = Dynamics(config, codebook=tokenizer.codebook().detach())
     for name, model, tok in (("tokenizer", tokenizer, None), ("dynamics", dynamics, str(folder / "tokenizer.pt"))):
         torch.save({"model": model.state_dict(), "config": asdict(model.config), "model_type": name,
-                    "preset": "tiny", "step": 0, "tokenizer": tok}, folder / f"{name}.pt")
+                    "preset": "tiny", "step": 0, "tokenizer": tok, "lam": None}, folder / f"{name}.pt")
     return folder / "dynamics.pt"
 
 
