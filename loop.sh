@@ -31,8 +31,8 @@ done
 # reward of step t depends on the actions a(t-4)..a(t-1) directly, and a short horizon keeps that signal
 # above the noise of later rewards; its AGENT_STEPS keep the main job within 20 minutes on 2 cores.
 case $preset in
-  tiny)  : "${EPISODES:=40}" "${MAX_STEPS:=400}" "${TOKENIZER_STEPS:=2000}" "${TOKENIZER_BATCH:=12}" "${TOKENIZER_SEQ_LEN:=4}" \
-           "${DYNAMICS_STEPS:=2000}" "${FT_EPISODES:=10}" "${DECODER_STEPS:=50}" "${FINETUNE_STEPS:=100}" \
+  tiny)  : "${EPISODES:=40}" "${MAX_STEPS:=400}" "${TOKENIZER_STEPS:=1000}" "${TOKENIZER_BATCH:=12}" "${TOKENIZER_SEQ_LEN:=4}" \
+           "${DYNAMICS_STEPS:=1800}" "${FT_EPISODES:=10}" "${DECODER_STEPS:=50}" "${FINETUNE_STEPS:=100}" \
            "${TEST_EPISODES:=10}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${WORKERS:=2}" \
            "${MASKGIT_STEPS:=8}" "${TEMPERATURE:=0}" "${FINETUNE_LR:=2e-4}" \
            "${AGENT_STEPS:=8192}" "${NUM_ENVS:=8}" "${ROLLOUT:=64}" "${RANDOM_UPDATES:=7}" "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" \
