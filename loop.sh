@@ -35,7 +35,7 @@ case $preset in
            "${DYNAMICS_STEPS:=1800}" "${FT_EPISODES:=10}" "${DECODER_STEPS:=50}" "${FINETUNE_STEPS:=100}" \
            "${TEST_EPISODES:=10}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${WORKERS:=2}" \
            "${MASKGIT_STEPS:=8}" "${TEMPERATURE:=0}" "${FINETUNE_LR:=2e-4}" \
-           "${AGENT_STEPS:=8192}" "${NUM_ENVS:=8}" "${ROLLOUT:=64}" "${RANDOM_UPDATES:=7}" "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" \
+           "${AGENT_STEPS:=6144}" "${NUM_ENVS:=8}" "${ROLLOUT:=64}" "${RANDOM_UPDATES:=7}" "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" \
            "${GAMMA:=0.9}" "${EPOCHS:=8}" ;;
   small) : "${EPISODES:=400}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=8000}" "${TOKENIZER_BATCH:=16}" "${TOKENIZER_SEQ_LEN:=16}" \
            "${DYNAMICS_STEPS:=8000}" "${FT_EPISODES:=100}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=2000}" \
