@@ -299,9 +299,10 @@ def report(args):
             per_episode = []
             for e in episodes:  # every 4th step t >= 4: a sample of the steps keeps the report quick
                 f, a, steps = e["frames"], e["actions"], range(4, len(e["frames"]), 4)
-                windows = np.stack([f[t - 4:t - 2] for t in steps]), np.stack([a[t - 4:t] for t in steps])
-                per_episode.append(world_model_uncertainty(world_model, *windows).mean() if len(f) > 4 else np.nan)
-            measures["autoexplore_reward"] = [r for r in per_episode if not np.isnan(r)]
+                if len(steps):  # an episode of 4 frames or fewer has no step with 4 frames before it
+                    windows = np.stack([f[t - 4:t - 2] for t in steps]), np.stack([a[t - 4:t] for t in steps])
+                    per_episode.append(world_model_uncertainty(world_model, *windows).mean())
+            measures["autoexplore_reward"] = per_episode
         policies = sorted({e["policy"] for e in episodes})
         folders[str(folder)] = {"policy": ", ".join(policies), "episodes": len(episodes), "frames": sum(len(e["frames"]) for e in episodes),
                                 "entropy": math.log(5) if policies == ["random"] else entropies.get(policies[0]) if len(policies) == 1 else None,
