@@ -142,18 +142,18 @@ def train(args, make_env=None, world_model=None):
         # computed while the game workers wait for their next action, does use every core
     ckpt = read_checkpoint(path, "--resume", device) if args.resume and path.exists() else None
     config = AgentConfig(**ckpt["config"]) if ckpt else PRESETS[args.preset]
+    start, rows = (ckpt["update"], ckpt["log"]) if ckpt else (0, [])
+    torch.manual_seed(args.seed + start)  # the initial weights, then the actions: a run is repeatable
     model = ActorCritic(config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-5)
     N, T, R = args.num_envs, args.num_steps, config.resolution
     scaler = ReturnScaler(N, args.gamma)
-    start, rows = (ckpt["update"], ckpt["log"]) if ckpt else (0, [])
     if ckpt:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["reward_scaler"])
     out.mkdir(parents=True, exist_ok=True)
     (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # drop rows past the checkpoint
-    torch.manual_seed(args.seed + start)
     if args.reward == "autoexplore" and world_model is None:
         world_model = load_world_model(args.dynamics, device=device)[:2]
     make_env = make_env or functools.partial(make_game, args.env, 1, R)

@@ -33,11 +33,11 @@ done
 # AutoExplore reward of step t depends on the actions a(t-4)..a(t-1) directly, and a short horizon keeps
 # that signal above the noise of later rewards.
 case $preset in
-  tiny)  : "${EPISODES:=40}" "${MAX_STEPS:=400}" "${TOKENIZER_STEPS:=1000}" "${TOKENIZER_BATCH:=12}" "${TOKENIZER_SEQ_LEN:=4}" \
-           "${DYNAMICS_STEPS:=1800}" "${FT_EPISODES:=10}" "${DECODER_STEPS:=50}" "${FINETUNE_STEPS:=100}" \
+  tiny)  : "${EPISODES:=40}" "${MAX_STEPS:=400}" "${TOKENIZER_STEPS:=800}" "${TOKENIZER_BATCH:=12}" "${TOKENIZER_SEQ_LEN:=4}" \
+           "${DYNAMICS_STEPS:=1500}" "${FT_EPISODES:=10}" "${DECODER_STEPS:=50}" "${FINETUNE_STEPS:=100}" \
            "${TEST_EPISODES:=10}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${WORKERS:=2}" \
            "${MASKGIT_STEPS:=8}" "${TEMPERATURE:=0}" "${FINETUNE_LR:=2e-4}" \
-           "${AGENT_STEPS:=6144}" "${ENV_AGENT_STEPS:=24576}" "${NUM_ENVS:=8}" "${ROLLOUT:=64}" "${RANDOM_UPDATES:=7}" "${ENV_RANDOM_UPDATES:=2}" \
+           "${AGENT_STEPS:=5120}" "${ENV_AGENT_STEPS:=24576}" "${NUM_ENVS:=8}" "${ROLLOUT:=64}" "${RANDOM_UPDATES:=7}" "${ENV_RANDOM_UPDATES:=2}" \
            "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" "${GAMMA:=0.9}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
   small) : "${EPISODES:=400}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=8000}" "${TOKENIZER_BATCH:=16}" "${TOKENIZER_SEQ_LEN:=16}" \
            "${DYNAMICS_STEPS:=8000}" "${FT_EPISODES:=100}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=2000}" \
