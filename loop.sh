@@ -29,9 +29,9 @@ done
 # either reward, over NUM_ENVS games, ROLLOUT steps per update, the first RANDOM_UPDATES played by the
 # uniform random policy (random's level on the curves). AGENT_STEPS and RANDOM_UPDATES are AutoExplore's;
 # ENV_AGENT_STEPS and ENV_RANDOM_UPDATES are those of the test set's player, which must learn the game
-# (tiny: ~1.7x random's return on Airstriker in 24,576 steps, ~3.3 min). Tiny discounts at 0.9: the
-# AutoExplore reward of step t depends on the actions a(t-4)..a(t-1) directly, and a short horizon keeps
-# that signal above the noise of later rewards.
+# (tiny: 1.3-1.7x random's return on Airstriker in 24,576 steps over four runs, 3-4 min). Tiny discounts
+# at 0.9: the AutoExplore reward of step t depends on the actions a(t-4)..a(t-1) directly, and a short
+# horizon keeps that signal above the noise of later rewards.
 case $preset in
   tiny)  : "${EPISODES:=40}" "${MAX_STEPS:=400}" "${TOKENIZER_STEPS:=800}" "${TOKENIZER_BATCH:=12}" "${TOKENIZER_SEQ_LEN:=4}" \
            "${DYNAMICS_STEPS:=1500}" "${FT_EPISODES:=10}" "${DECODER_STEPS:=50}" "${FINETUNE_STEPS:=100}" \
