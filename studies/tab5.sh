@@ -35,13 +35,13 @@ case $size in
          "${TEST_EPISODES:=6}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${TOKENIZER_BATCH:=12}" \
          "${TOKENIZER_SEQ_LEN:=4}" "${WORKERS:=2}" "${MASKGIT_STEPS:=8}" "${FINETUNE_LR:=2e-4}" \
          "${AGENT_STEPS:=30720}" "${NUM_ENVS:=8}" "${ROLLOUT:=64}" "${RANDOM_UPDATES:=4}" "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" \
-         "${GAMMA:=0.9}" "${EPOCHS:=8}" ;;
+         "${GAMMA:=0.9}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
   gpu) preset=small; : "${EPISODES:=100}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=1500}" "${DYNAMICS_STEPS:=1500}" \
          "${FRAMES:=20000}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=600}" "${EVAL_EVERY:=100}" \
          "${TEST_EPISODES:=16}" "${EVAL_WINDOWS:=256}" "${BATCH:=16}" "${SEQ_LEN:=16}" "${TOKENIZER_BATCH:=16}" \
          "${TOKENIZER_SEQ_LEN:=16}" "${WORKERS:=8}" "${MASKGIT_STEPS:=25}" "${FINETUNE_LR:=1e-4}" \
          "${AGENT_STEPS:=65536}" "${NUM_ENVS:=16}" "${ROLLOUT:=64}" "${RANDOM_UPDATES:=4}" "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" \
-         "${GAMMA:=0.9}" "${EPOCHS:=8}" ;;
+         "${GAMMA:=0.9}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
   *) echo "error: --size must be cpu or gpu, got '$size'" >&2; exit 2 ;;
 esac
 [ "$fresh" = 1 ] && rm -rf "$out"
@@ -56,7 +56,8 @@ dynamics_clips=(--batch-size "$BATCH" --seq-len "$SEQ_LEN")
 # one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as docs/RESULTS.md's tables were measured
 # both agents: the same PPO settings as loop.sh's tiny, on more steps (the first RANDOM_UPDATES are random's level)
 ppo=(python agent.py --env "$target" --preset "$preset" --max-steps "$MAX_STEPS" --total-steps "$AGENT_STEPS" --num-envs "$NUM_ENVS"
-     --num-steps "$ROLLOUT" --random-updates "$RANDOM_UPDATES" --lr "$AGENT_LR" --ent-coef "$ENT_COEF" --gamma "$GAMMA" --epochs "$EPOCHS")
+     --num-steps "$ROLLOUT" --random-updates "$RANDOM_UPDATES" --lr "$AGENT_LR" --ent-coef "$ENT_COEF" --gamma "$GAMMA" --epochs "$EPOCHS"
+     --clip "$CLIP")
 evaluate=(python evaluate.py --data "$out/data/test" --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature 0 --delta-protocol both --frame-order 0)
 
 # 1. Pretraining: random play of every game, then the tokenizer and GenieRedux-G dynamics (sec. 4, 5.1).
