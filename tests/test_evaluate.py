@@ -313,6 +313,17 @@ def test_compare_tabulates_several_evaluations(tmp_path):
     assert np.asarray(Image.open(tmp_path / "results.png").convert("RGB"), np.float32).std() > 10
 
 
+def test_compare_gives_each_data_folder_its_own_floor(tmp_path):
+    oracle = Oracle()
+    for name, folder, seed in (("on-random", "data/random", 1), ("on-explore", "data/explore", 2)):
+        metrics, sample = evaluate.evaluate_windows(oracle, ToyTokenizer(), toy_windows(1, seed=seed))
+        evaluate.write_report(tmp_path / name, {**metrics, "data": folder}, sample, torch.zeros(11, 16, 16))
+    evaluate.main(["--compare", str(tmp_path / "on-random"), str(tmp_path / "on-explore"), "--out", str(tmp_path)])
+    table = (tmp_path / "results.md").read_text()
+    assert "| on-random, copy last context frame (floor) |" in table and "| on-explore, copy last context frame (floor) |" in table
+    assert "data/random" in table and "data/explore" in table
+
+
 def test_compare_names_each_protocol_and_adds_the_papers_numbers(tmp_path):
     oracle, windows = Oracle(), toy_windows(1)
     for name, protocols in (("both", ("random", "swap")), ("random", ("random",)), ("swap", ("swap",))):
