@@ -299,14 +299,14 @@ def compare(run_dirs, out, paper=()):
     top, rule = header(protocols)
     lines, bars, shown = ["| model " + top, rule], {}, (protocols or ["random"])[0]  # the bars: the first protocol
     key = DELTA_KEYS[shown]
-    datasets, floors_shown = list(dict.fromkeys(m.get("data") for m in runs.values())), set()
+    floor_run = {}  # the floor depends only on the episodes: the first run of each data folder shows it
+    for name, metrics in runs.items():
+        floor_run.setdefault(metrics.get("data"), name)
     for name, metrics in runs.items():
         for row, m in metrics["rows"].items():
-            if row == "copy-last-frame":  # the floor depends only on the episodes: one row per data folder
-                if metrics.get("data") in floors_shown:
-                    continue
-                floors_shown.add(metrics.get("data"))
-            label = ROW_NAMES[row] if row == "copy-last-frame" and len(datasets) == 1 else f"{name}, {ROW_NAMES[row]}"
+            if row == "copy-last-frame" and floor_run[metrics.get("data")] != name:
+                continue
+            label = ROW_NAMES[row] if row == "copy-last-frame" and len(floor_run) == 1 else f"{name}, {ROW_NAMES[row]}"
             lines.append(f"| {label} | {cells(m, protocols)}")
             if key in m:
                 bars[f"{name}\n{row}"] = (m["psnr"], m[key])
@@ -316,7 +316,7 @@ def compare(run_dirs, out, paper=()):
     first = next(iter(runs.values()))
     merged = {"delta_protocols": {k: v for m in runs.values() for k, v in m["delta_protocols"].items()},
               "fid_unavailable": first.get("fid_unavailable")}
-    where = first.get("data", "the test set") if len(datasets) == 1 else "each run's own episodes: " + ", ".join(map(str, datasets))
+    where = first.get("data", "the test set") if len(floor_run) == 1 else "each run's own episodes: " + ", ".join(map(str, floor_run))
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "results.md").write_text(
         f"# Results\n\n{first['windows']} test windows of {where} ({CONTEXT} context + "
