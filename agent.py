@@ -388,7 +388,7 @@ def positive(text):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--env", default="Airstriker-Genesis-v0", help="stable-retro game id or procgen:<name>")
+    p.add_argument("--env", default="Airstriker-Genesis-v0", help="stable-retro game id, or procgen:<name>[:plain|:mono] (procgen visuals: the paper's, no backgrounds, flat colours)")
     p.add_argument("--reward", choices=["autoexplore", "env"], default="autoexplore", help="world-model uncertainty (paper eqs. 2-4) or the game's own reward")
     p.add_argument("--dynamics", help="dynamics checkpoint of train.py (it names its tokenizer): the AutoExplore reward; optional in --report")
     p.add_argument("--preset", choices=list(PRESETS), default="paper", help="actor-critic size")

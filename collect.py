@@ -200,7 +200,7 @@ def fraction(text):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--env", default="Airstriker-Genesis-v0", help="stable-retro game id (ROM imported) or procgen:<name>")
+    p.add_argument("--env", default="Airstriker-Genesis-v0", help="stable-retro game id (ROM imported), or procgen:<name>[:plain|:mono] (procgen visuals: the paper's, no backgrounds, flat colours)")
     p.add_argument("--games", default=None, help="collect from many games: 'platformers' or 'control50' (RetroAct tables) or a file of game ids; overrides --env")
     p.add_argument("--episodes", type=positive_int, default=10, help="episodes per env")
     p.add_argument("--frames", type=positive_int, default=None, help="instead of --episodes: episodes per env until they hold this many frames in all (played one at a time)")

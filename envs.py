@@ -25,6 +25,10 @@ ACTION_NAMES = ["RIGHT", "LEFT", "UP", "DOWN", "JUMP"]
 ANNOTATIONS = Path(__file__).resolve().parent / "annotations"  # RetroAct tables (MIT, see LICENSE)
 PROCGEN_GAMES = ["bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball",
                  "fruitbot", "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot"]
+# procgen:<game> has the paper's visuals; procgen:<game>:plain drops the background pictures and keeps one
+# theme per game, :mono also draws every sprite in one flat colour (CoinRun: ~2,000 colours, ~280, ~10)
+PROCGEN_VISUALS = {"": {}, "plain": dict(use_backgrounds=False, restrict_themes=True),
+                   "mono": dict(use_backgrounds=False, restrict_themes=True, use_monochrome_assets=True)}
 
 
 class GameError(ValueError):
@@ -96,17 +100,23 @@ class RetroGame:
         self.env.close()
 
 
+def procgen_name(name):
+    """'procgen:coinrun' -> ('coinrun', ''); 'procgen:coinrun:plain' -> ('coinrun', 'plain')."""
+    game, _, visuals = name.removeprefix("procgen:").partition(":")
+    return game, visuals
+
+
 class ProcgenGame:
-    """A procgen game (native 64x64); each reset draws a new level from the episode seed."""
+    """A procgen game (native 64x64, hard levels); each reset draws a new level from the episode seed."""
 
     def __init__(self, name, frame_skip, resolution, distribution_mode="hard"):
-        self.name, self.frame_skip, self.resolution, self.mode = name, frame_skip, resolution, distribution_mode
-        self.env = None
+        (self.name, visuals), self.frame_skip, self.resolution, self.mode = procgen_name(name), frame_skip, resolution, distribution_mode
+        self.visuals, self.env = PROCGEN_VISUALS[visuals], None
 
     def reset(self, seed):
         from procgen import ProcgenGym3Env
         self.env = ProcgenGym3Env(num=1, env_name=self.name, distribution_mode=self.mode,
-                                  num_levels=0, start_level=0, rand_seed=int(seed % 2**31))
+                                  num_levels=0, start_level=0, rand_seed=int(seed % 2**31), **self.visuals)
         return self._frame(self.env.observe()[1])
 
     def step(self, action, render=True):
@@ -130,10 +140,12 @@ class ProcgenGame:
 def check_env(name):
     """Raise GameError (one line, with the fix) if `name` cannot be played on this machine."""
     if name.startswith("procgen:"):
-        game = name.split(":", 1)[1]
+        game, visuals = procgen_name(name)
         if game not in PROCGEN_GAMES:
             close = difflib.get_close_matches(game, PROCGEN_GAMES, n=3)
             raise GameError(f"unknown procgen game '{game}'" + (f"; did you mean {', '.join('procgen:' + c for c in close)}?" if close else f"; choose one of {', '.join(PROCGEN_GAMES)}"))
+        if visuals not in PROCGEN_VISUALS:
+            raise GameError(f"unknown procgen visuals '{visuals}' in {name}; use procgen:{game}, procgen:{game}:plain or procgen:{game}:mono")
         try:
             import procgen  # noqa: F401
         except ImportError:
@@ -158,7 +170,7 @@ def default_frame_skip(name):
 
 def make_game(name, frame_skip, resolution):
     if name.startswith("procgen:"):
-        return ProcgenGame(name.split(":", 1)[1], frame_skip, resolution)
+        return ProcgenGame(name, frame_skip, resolution)
     return RetroGame(name, frame_skip, resolution)
 
 

@@ -69,6 +69,19 @@ def test_procgen_coinrun_episode(tmp_path):
     assert ep["env"] == "procgen:coinrun" and ep["action_names"] == envs.ACTION_NAMES
 
 
+def test_procgen_visuals_are_part_of_the_game_name(tmp_path):
+    pytest.importorskip("procgen")
+    colours = {}
+    for name in ("procgen:coinrun", "procgen:coinrun:plain", "procgen:coinrun:mono"):
+        result = run_collect("--env", name, "--episodes", 1, "--max-steps", 10, "--out", tmp_path / name.replace(":", "-"))
+        assert result.returncode == 0, result.stderr
+        ((path, ep),) = episodes_of(tmp_path / name.replace(":", "-")).items()
+        assert ep["env"] == name and name.replace(":", "-") in str(path)  # the data says which visuals it has
+        colours[name] = len(np.unique(ep["frames"].reshape(-1, 3), axis=0))
+    # the same level, drawn without background pictures, then in flat colours
+    assert colours["procgen:coinrun"] > colours["procgen:coinrun:plain"] > colours["procgen:coinrun:mono"], colours
+
+
 def test_growing_a_collection_never_copies_an_episode_into_the_other_split(tmp_path):
     assert run_collect("--episodes", 2, "--max-steps", 5, "--out", tmp_path).returncode == 0  # val: 0, train: 1
     grown = run_collect("--episodes", 4, "--val-fraction", 0.5, "--max-steps", 5, "--out", tmp_path)  # plans val: 0, 1
@@ -120,6 +133,7 @@ def test_same_seed_same_episodes_and_workers_differ(tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--env", "Airstriker-Genesis-v1"], "did you mean Airstriker-Genesis-v0"),
     (["--env", "procgen:coinrunn"], "did you mean procgen:coinrun"),
+    (["--env", "procgen:coinrun:flat"], "use procgen:coinrun, procgen:coinrun:plain or procgen:coinrun:mono"),
     (["--env", "SuperMarioBros-Nes-v0"], "python -m stable_retro.import"),
     (["--episodes", "0"], "must be a positive integer"),
     (["--val-fraction", "1.5"], "must be in [0, 1)"),
