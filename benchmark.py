@@ -15,11 +15,23 @@ from torch.utils.flop_counter import FlopCounterMode
 from data import Batches
 
 
+def matmul_peak(n=2048, repeats=5):
+    """This CPU's fp32 FLOP/s at its best: the fastest of a few n x n matmuls on torch's threads (2 n^3 FLOPs each)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    fastest = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        fastest = min(fastest, time.perf_counter() - start)
+    return 2 * n**3 / fastest
+
+
 def benchmark(model, step_model, optimizer, train, args, device, ctx, grid):
     """Print parameters, ms/step, frames/s, tokens/s, peak memory and MFU of a training step, and loader clips/s.
 
     The model, optimiser and (compiled, DDP) step are exactly the training ones. MFU = FLOPs per step /
-    seconds per step / --peak-flops. FLOPs are counted by torch's FlopCounterMode on one eager forward and
+    seconds per step / peak: --peak-flops on CUDA, the measured fp32 matmul peak on a CPU. FLOPs are counted by torch's FlopCounterMode on one eager forward and
     backward: 2 per multiply-add of every matmul, convolution and attention product (the backward counted
     too, about twice the forward); elementwise work (norms, softmax, GELU, the optimiser) is not counted,
     as in the usual MFU definition.
@@ -51,8 +63,10 @@ def benchmark(model, step_model, optimizer, train, args, device, ctx, grid):
               f"{flops.get_total_flops() / seconds / args.peak_flops:.1%} of {args.peak_flops:.3g} FLOP/s (bf16)")
     else:
         import resource
+        achieved, peak = flops.get_total_flops() / seconds, matmul_peak()
         print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (process RSS) | "
-              f"{flops.get_total_flops() / seconds / 1e9:.1f} GFLOP/s (MFU on CUDA only)")
+              f"{achieved / 1e9:.1f} GFLOP/s | MFU {achieved / peak:.1%} of this CPU's measured fp32 matmul peak, "
+              f"{peak / 1e9:.0f} GFLOP/s on {torch.get_num_threads()} threads")
     if train is not None:  # reading and decoding episode files, the loader's real work
         loader = iter(DataLoader(train, batch_sampler=Batches(train, B, args.seed), num_workers=args.workers))
         next(loader)  # worker start-up is not loading

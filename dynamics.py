@@ -239,7 +239,9 @@ class Dynamics(nn.Module):
         n_clean = torch.randint(1, T, (B,), device=tokens.device)  # [B] clean frames per sample
         _, mask = random_mask(tokens, self.mask_id)
         mask &= torch.arange(T, device=tokens.device)[None, :, None, None] >= n_clean[:, None, None, None]
-        logits = self(tokens.masked_fill(mask, self.mask_id), actions)[mask]  # [M, C]: only masked positions are scored
+        frame_actions = F.pad(actions, (1, 0), value=self.config.num_actions)  # as in forward
+        hidden = self.hidden(tokens.masked_fill(mask, self.mask_id), frame_actions)  # [B, T, h*w, dim]
+        logits = self.head(hidden[mask.flatten(2)])  # [M, C]: only masked positions are scored, and computed
         targets = tokens[mask]  # [M]
         distance = self.distance if self.config.tdce else None
         loss, ce = tdce_loss(logits, targets, distance, self.config.tdce_lambda)

@@ -168,7 +168,7 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=int, default=4, help="data loader processes (default 4)")
     p.add_argument("--benchmark", action="store_true", help="print speed, memory, MFU and loader clips/s; write nothing")
     p.add_argument("--peak-flops", type=float, default=989e12,
-                   help="peak dense bf16 FLOP/s of the GPU for MFU (default 989e12: an H100 or H200 SXM)")
+                   help="peak dense bf16 FLOP/s of the GPU for MFU (default 989e12: an H100 or H200 SXM); a CPU measures its own")
     args = p.parse_args(argv)
     if args.lr is None:
         args.lr = 2e-3 if args.preset == "tiny" else 1e-4

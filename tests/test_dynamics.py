@@ -142,8 +142,8 @@ def test_random_mask_rate_per_sample_is_uniform_between_half_and_one():
 
 def test_loss_keeps_a_clean_context_of_random_length_and_masks_only_after_it(monkeypatch):
     model, seen = small_model(), []
-    forward = Dynamics.forward
-    monkeypatch.setattr(Dynamics, "forward", lambda self, tokens, actions: seen.append(tokens) or forward(self, tokens, actions))
+    hidden = Dynamics.hidden
+    monkeypatch.setattr(Dynamics, "hidden", lambda self, tokens, *rest: seen.append(tokens) or hidden(self, tokens, *rest))
     tokens, actions = random_clip(B=400, T=8)
     model.loss({"tokens": tokens, "actions": actions})
     masked = (seen[0] == model.mask_id).flatten(2).any(-1)  # [B, T]: frames with a masked token

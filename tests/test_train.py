@@ -175,6 +175,7 @@ def test_benchmark_prints_figures_and_writes_nothing(airstriker_data, tmp_path):
         assert run.returncode == 0, run.stderr[-3000:]
         for figure in ("M parameters", "ms/step", "frames/s", "tokens/s", "peak memory", "loader:"):
             assert figure in run.stdout, (figure, run.stdout)
+        assert re.search(r"MFU \d+\.\d% of this CPU's measured fp32 matmul peak, \d+ GFLOP/s", run.stdout), run.stdout
     assert list(tmp_path.iterdir()) == []
 
 
