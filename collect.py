@@ -94,7 +94,9 @@ def run_episode(job):
     for _ in range(job.max_steps):
         action = policy.act(game.obs) if policy else int(rng.integers(len(ACTION_NAMES)))
         frame, reward, done = game.step(action)
-        if frame is None:
+        if frame is None:  # procgen ends a level without showing its last frame: the reward joins the step before
+            if rewards:
+                rewards[-1] += reward
             break
         frames.append(frame), actions.append(action), rewards.append(reward)
         if done:
