@@ -79,6 +79,18 @@ def test_procgen_episodes_keep_the_reward_of_the_level_they_finish(tmp_path):
     assert set(returns) <= {0.0, 10.0} and returns.count(10.0) >= 2, returns
 
 
+def test_foreign_procgen_episodes_follow_the_contract_with_runs_of_actions(tmp_path):
+    """studies/foreign_episodes.py's procgen test set: valid episodes, played in runs of repeated actions."""
+    pytest.importorskip("procgen")
+    result = subprocess.run([sys.executable, "studies/foreign_episodes.py", "--env", "procgen:coinrun:plain", "--episodes", "2",
+                             "--max-steps", "40", "--seed", "5", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    episodes = [load_episode(path) for path in sorted((tmp_path / "test").glob("*.npz"))]
+    assert len(episodes) == 2 and all(ep["env"] == "procgen:coinrun:plain" and ep["frame_skip"] == 1 for ep in episodes)
+    actions = np.concatenate([ep["actions"] for ep in episodes])
+    assert (actions[1:] == actions[:-1]).mean() > 0.6  # runs of 1-16 repeats; uniform play repeats 20% of the time
+
+
 def test_procgen_visuals_are_part_of_the_game_name(tmp_path):
     pytest.importorskip("procgen")
     colours = {}
