@@ -4,7 +4,9 @@ IRIS's actor-critic (actor_critic.py: 4 conv3x3 + max-pool layers, an LSTM, acto
 plays a real game, trained with PPO over a gymnasium AsyncVectorEnv (as CleanRL's ppo_atari_lstm). The
 game's reward is never used: at each step the frozen tokenizer and dynamics model see o(t-4), o(t-3) and
 the four actions since, predict o(t-2)..o(t), and the reward is the mean of the top 25% of o(t)'s
-normalised token entropies. `--reward env` trains the same agent on the game's own reward instead.
+normalised token entropies. `--reward env` trains the same agent on the game's own reward instead;
+`--reward rf` and `--reward vae` on Burda et al.'s curiosity, a forward model's error in random or VAE
+features (curiosity.py), the baselines of the paper's Tab. 6.
 The first `--random-updates` rollouts are played by the uniform random policy, so the log and
 curves.png carry random's level of the same reward.
 
@@ -26,6 +28,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import gymnasium
 import numpy as np
 import torch
 import torch.nn as nn
@@ -33,10 +36,13 @@ from matplotlib.figure import Figure
 from torch.distributions import Categorical
 
 from actor_critic import PRESETS, ActorCritic, AgentConfig
-from checkpoints import CheckpointError, load_world_model, read_checkpoint, save_checkpoint
+from checkpoints import (CheckpointError, append_log, load_world_model, read_checkpoint, save_checkpoint, torch_device,
+                         write_log)
+from curiosity import Curiosity, CuriosityConfig
 from dynamics import token_entropy
 from envs import GameError, agent_envs, check_env, default_frame_skip, last_frames, make_game
-from episodes import EpisodeError, check_writable, find_episodes, load_episode
+from episodes import CTRL_C, EpisodeError, check_writable, find_episodes, folder_lock, load_episode, remember_ctrl_c, write_atomic
+from pictures import save_figure
 
 
 # ---------------------------------------------------------------------------
@@ -137,10 +143,10 @@ def train(args, make_env=None, world_model=None):
     Tests pass a toy game and a toy world model here."""
     from tqdm import tqdm
     device, out, path = torch.device(args.device), Path(args.out), Path(args.out) / "agent.pt"
-    if device.type == "cpu" and args.reward == "env":
-        torch.set_num_threads(1)  # the small policy alone gains nothing from more threads; the world model's reward,
+    if device.type == "cpu" and args.reward != "autoexplore":
+        torch.set_num_threads(1)  # the small policy (and curiosity's nets) gain nothing from more threads; the world model's reward,
         # computed while the game workers wait for their next action, does use every core
-    ckpt = read_checkpoint(path, "--resume", device) if args.resume and path.exists() else None
+    ckpt = read_checkpoint(path, "--resume", device, "agent") if args.resume and path.exists() else None
     config = AgentConfig(**ckpt["config"]) if ckpt else PRESETS[args.preset]
     start, rows = (ckpt["update"], ckpt["log"]) if ckpt else (0, [])
     torch.manual_seed(args.seed + start)  # the initial weights, then the actions: a run is repeatable
@@ -153,9 +159,13 @@ def train(args, make_env=None, world_model=None):
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["reward_scaler"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # drop rows past the checkpoint
+    write_log(out / "log.jsonl", rows)  # drop rows past the checkpoint
     if args.reward == "autoexplore" and world_model is None:
         world_model = load_world_model(args.dynamics, device=device)[:2]
+    curiosity = Curiosity(CuriosityConfig(args.reward, config.num_actions, resolution=R)).to(device) if args.reward in ("rf", "vae") else None
+    if curiosity and ckpt:
+        curiosity.load_checkpoint(ckpt["curiosity"])
+    pairs = np.zeros((T, N, 2, R, R, 3), np.uint8) if curiosity else None  # o(t), o(t+1) of every step: curiosity learns from them
     make_env = make_env or functools.partial(make_game, args.env, 1, R)
     envs = agent_envs(make_env, N, args.frame_skip, args.max_steps, R)
     num_updates = max(1, args.total_steps // (N * T))
@@ -166,6 +176,8 @@ def train(args, make_env=None, world_model=None):
     state, ep_length, ep_return = model.initial_state(N, device), np.zeros(N, np.int64), np.zeros(N)
     bar = tqdm(range(start, num_updates), initial=start, total=num_updates, desc=f"agent ({args.reward})", unit="update")
     for update in bar:
+        if CTRL_C:  # a Ctrl-C that landed in a finaliser, where Python swallowed its KeyboardInterrupt
+            raise KeyboardInterrupt
         tic, finished = time.perf_counter(), []
         uniform = update < args.random_updates  # the uniform random policy plays: random's level of the reward
         for group in optimizer.param_groups:
@@ -185,8 +197,15 @@ def train(args, make_env=None, world_model=None):
             next_obs, env_reward, terminated, truncated, infos = envs.step(action_np)
             done = terminated | truncated
             recent.push(action_np, last_frames(infos, done))
-            # paper eqs. 2-4: the world model's uncertainty; the game's reward only with --reward env (sign-clipped, as for Atari)
-            raw_rewards[t] = intrinsic_reward(world_model, recent) if args.reward == "autoexplore" else np.sign(env_reward)
+            # paper eqs. 2-4: the world model's uncertainty; rf, vae: Burda et al.'s forward-model error (curiosity.py);
+            # the game's reward only with --reward env (sign-clipped, as for Atari)
+            if args.reward == "autoexplore":
+                raw_rewards[t] = intrinsic_reward(world_model, recent)
+            elif curiosity:
+                pairs[t] = recent.frames[:, -2:]  # the step just played: o(t), o(t+1) (a finished episode's last frame)
+                raw_rewards[t] = curiosity.reward(pairs[t, :, 0], action_np, pairs[t, :, 1])
+            else:
+                raw_rewards[t] = np.sign(env_reward)
             recent.restart(done, next_obs)
             rewards_buf[t] = torch.as_tensor(scaler(raw_rewards[t], done) if args.scale_reward else raw_rewards[t], device=device)
             ep_length, ep_return = ep_length + 1, ep_return + env_reward
@@ -222,6 +241,10 @@ def train(args, make_env=None, world_model=None):
                 with torch.no_grad():  # CleanRL's diagnostics: how far the policy moved, how often the clip bit
                     approx_kl, clip_fraction = ((ratio - 1) - log_ratio).mean(), ((ratio - 1).abs() > args.clip).float().mean()
 
+        # 3b. Curiosity: the forward model (and the VAE) learns from every rollout, random ones too: online, as Burda et al.
+        curiosity_losses = curiosity.learn(pairs[:, :, 0].reshape(-1, R, R, 3), actions_buf.flatten().long().cpu().numpy(),
+                                           pairs[:, :, 1].reshape(-1, R, R, 3), args.epochs, args.minibatches) if curiosity else {}
+
         # 4. Logging: a JSONL row per update; curves and an atomic checkpoint every --save-every updates
         lengths, game_returns = zip(*finished) if finished else ([], [])
         env_means = raw_rewards.mean(0)  # one mean per env: the standard error runs across envs
@@ -230,19 +253,17 @@ def train(args, make_env=None, world_model=None):
                "entropy": float(entropies.mean()), "episodes": len(lengths),
                "episode_length": float(np.mean(lengths)) if finished else None,
                "game_return": float(np.mean(game_returns)) if finished else None,
-               "steps_per_s": N * T / (time.perf_counter() - tic)}
+               "steps_per_s": N * T / (time.perf_counter() - tic), **curiosity_losses}
         if not uniform:
             variance = returns.var()
             row.update(pg_loss=pg_loss.item(), v_loss=v_loss.item(), approx_kl=approx_kl.item(), clip_fraction=clip_fraction.item(),
                        explained_variance=(1 - (returns - values_buf).var() / variance).item() if variance > 0 else None)
-        rows.append(row)
-        with open(out / "log.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_log(out / "log.jsonl", rows, row)
         bar.set_postfix(reward=f"{row['reward']:.3f}", entropy=f"{row['entropy']:.3f}", steps_per_s=f"{row['steps_per_s']:.0f}")
         if (update + 1) % args.save_every == 0 or update + 1 == num_updates:
             save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(config),
                                    "model_type": "agent", "args": vars(args), "update": update + 1, "log": rows,
-                                   "reward_scaler": scaler.state_dict()})
+                                   "reward_scaler": scaler.state_dict(), **({"curiosity": curiosity.checkpoint()} if curiosity else {})})
             plot_curves(rows, args.reward, out / "curves.png")
     envs.close()
 
@@ -275,7 +296,7 @@ def mean_se(values):
 
 def final_entropy(agent_path):
     """The policy entropy of an agent.py checkpoint's last PPO update (ln 5 = 1.609 is the uniform policy)."""
-    rows = [r for r in read_checkpoint(agent_path, "--agents")["log"] if r.get("policy", "ppo") == "ppo"]
+    rows = [r for r in read_checkpoint(agent_path, "--agents", kind="agent")["log"] if r.get("policy", "ppo") == "ppo"]
     return rows[-1]["entropy"] if rows else None
 
 
@@ -313,7 +334,7 @@ def report(args):
         r["places_at_budget"] = r["curve"][-1]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps({"frame_budget": budget, "folders": folders}, indent=2))
+    write_atomic(out / "report.json", json.dumps({"frame_budget": budget, "folders": folders}, indent=2))
     keys = [k for k in ("return", "steps_alive", "places", "autoexplore_reward") if k in next(iter(folders.values()))]
     fmt = lambda m: f"{m[0]:.3f} ± {m[1]:.3f}" if abs(m[0]) < 10 else f"{m[0]:.1f} ± {m[1]:.1f}"
     lines = ["| episodes | policy | n | policy entropy | " + " | ".join(REPORT_TITLES[k] for k in keys) + f" | places in the first {budget} frames |",
@@ -321,7 +342,7 @@ def report(args):
     for folder, r in folders.items():
         entropy = "-" if r["entropy"] is None else f"{r['entropy']:.3f}"
         lines.append(f"| {folder} | {r['policy']} | {r['episodes']} | {entropy} | " + " | ".join(fmt(r[k]) for k in keys) + f" | {r['places_at_budget']} |")
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_atomic(out / "report.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     plot_exploration(folders, keys, budget, out / "report.png")
 
@@ -355,7 +376,7 @@ def plot_curves(rows, reward, path):
             ax.axhline(math.log(5), color="black", lw=0.5, ls=":", label="ln 5 (uniform)")
         ax.set(xlabel="agent steps", title=title)
         ax.legend(fontsize=7)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
 def plot_exploration(folders, keys, budget, path):
@@ -372,7 +393,7 @@ def plot_exploration(folders, keys, budget, path):
         ax.bar(names, [r[key][0] for r in folders.values()], yerr=[r[key][1] for r in folders.values()], color=colours, capsize=3)
         ax.set_title(REPORT_TITLES[key], fontsize=9)
         ax.tick_params(axis="x", labelsize=7, rotation=20)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
 # ---------------------------------------------------------------------------
@@ -389,7 +410,8 @@ def positive(text):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--env", default="Airstriker-Genesis-v0", help="stable-retro game id, or procgen:<name>[:plain|:mono] (procgen visuals: the paper's, no backgrounds, flat colours)")
-    p.add_argument("--reward", choices=["autoexplore", "env"], default="autoexplore", help="world-model uncertainty (paper eqs. 2-4) or the game's own reward")
+    p.add_argument("--reward", choices=["autoexplore", "env", "rf", "vae"], default="autoexplore",
+                   help="world-model uncertainty (paper eqs. 2-4), the game's own reward, or Burda et al.'s curiosity in random (rf) or VAE features (curiosity.py)")
     p.add_argument("--dynamics", help="dynamics checkpoint of train.py (it names its tokenizer): the AutoExplore reward; optional in --report")
     p.add_argument("--preset", choices=list(PRESETS), default="paper", help="actor-critic size")
     p.add_argument("--num-envs", type=positive, default=8, help="parallel games, one worker process each")
@@ -411,7 +433,7 @@ def parse_args(argv=None):
                    help="divide rewards by the running std of the discounted return (as RND); the log keeps the raw reward")
     p.add_argument("--save-every", type=positive, default=10, help="checkpoint and curves every this many updates")
     p.add_argument("--seed", type=int, default=0, help="seed of the policy and of the episodes")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device of the agent and the world model")
+    p.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu", help="torch device of the agent and the world model")
     p.add_argument("--out", default="runs/agent", help="folder of agent.pt, log.jsonl, curves.png, or of the report")
     p.add_argument("--resume", action="store_true", help="continue from OUT/agent.pt")
     p.add_argument("--report", action="store_true", help="measure the episodes of --data folders instead of training")
@@ -426,18 +448,36 @@ def parse_args(argv=None):
     return args
 
 
+def standing(out):
+    """Where a stopped run stands, for the line that ends it: its last logged update and the checkpoint to go on from."""
+    log, path = Path(out) / "log.jsonl", Path(out) / "agent.pt"
+    done = f"interrupted after update {len(log.read_text().splitlines()) if log.exists() else 0}"
+    if not path.exists():
+        return f"{done}; no checkpoint yet: run the same command again"
+    return f"{done}; checkpoint of update {read_checkpoint(path, '--resume')['update']} at {path}; continue with --resume"
+
+
 def main(argv=None, make_env=None, world_model=None):
     args = parse_args(argv)
     check_writable(args.out)  # before any work
-    if args.report:
-        return report(args)
-    if make_env is None:
-        check_env(args.env)
-    train(args, make_env, world_model)
+    with folder_lock(args.out):  # one run per folder: a second one fails in one line naming this one
+        if args.report:
+            return report(args)
+        if make_env is None:
+            check_env(args.env)
+        try:
+            train(args, make_env, world_model)
+        except KeyboardInterrupt:  # Ctrl-C: one line that says where the run stands
+            gymnasium.logger.min_level = gymnasium.logger.ERROR  # its game workers stop mid-step: no warning of that
+            raise KeyboardInterrupt(standing(args.out)) from None
 
 
 if __name__ == "__main__":
+    remember_ctrl_c()
     try:
         main()
+    except KeyboardInterrupt as e:
+        print(str(e) or "interrupted before the first update: run the same command again", file=sys.stderr)
+        sys.exit(130)
     except (GameError, CheckpointError, EpisodeError, OSError) as e:
         sys.exit(f"error: {e}")

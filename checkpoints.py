@@ -1,5 +1,6 @@
 """Checkpoints of every model: written atomically, read back with one-line errors, rebuilt from the file alone;
-and the bookkeeping of a train.py run folder (its log, ckpt.pt and best.pt).
+the --device every script checks before it starts; and the bookkeeping of a train.py run folder (its log, ckpt.pt
+and best.pt).
 
 A train.py checkpoint is a dict {model, optimizer, config, model_type, preset, step, args, val_loss, tokenizer, lam};
 the config alone rebuilds the model, so evaluate.py, play.py, agent.py and collect.py need no other flags.
@@ -8,6 +9,7 @@ the config alone rebuilds the model, so evaluate.py, play.py, agent.py and colle
     tokenizer, ckpt = load_checkpoint("runs/tokenizer/ckpt.pt", "tokenizer", "--tokenizer")
     dynamics, tokenizer, lam = load_world_model("runs/dynamics/ckpt.pt")   # lam is None for GenieRedux-G
 """
+import argparse
 import io
 import json
 import math
@@ -33,11 +35,16 @@ def save_checkpoint(path, ckpt):
     """Serialise in memory, then write atomically: a kill or a full disk never leaves half a checkpoint."""
     buffer = io.BytesIO()
     torch.save(ckpt, buffer)
-    write_atomic(path, lambda f: f.write(buffer.getbuffer()))
+    write_atomic(path, buffer.getbuffer())
 
 
-def read_checkpoint(path, flag, device="cpu"):
-    """The checkpoint dict at `path` (given as `flag`), or a CheckpointError saying what is wrong with the file."""
+def article(word):
+    return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def read_checkpoint(path, flag, device="cpu", kind=None):
+    """The checkpoint dict at `path` (given as `flag`), or a CheckpointError saying what is wrong with the file;
+    with `kind` (tokenizer, lam, dynamics, agent) it must hold a model of that kind."""
     if not Path(path).is_file():
         raise CheckpointError(f"{flag} {path} not found: train.py writes OUT/ckpt.pt, agent.py OUT/agent.pt")
     try:
@@ -47,6 +54,8 @@ def read_checkpoint(path, flag, device="cpu"):
                               f"truncated or corrupt; write it again") from None
     if not isinstance(ckpt, dict) or not {"model", "config", "model_type"} <= ckpt.keys():
         raise CheckpointError(f"{flag} {path} is not a checkpoint of this project (no model, config and model_type in it)")
+    if kind is not None and ckpt["model_type"] != kind:
+        raise CheckpointError(f"{flag} {path} holds {article(ckpt['model_type'])} model, not {article(kind)} model")
     return ckpt
 
 
@@ -55,9 +64,7 @@ def load_checkpoint(path, kind, flag, device="cpu"):
 
     Returns (model in eval mode, checkpoint dict); a dynamics codebook comes back with the weights.
     """
-    ckpt = read_checkpoint(path, flag, device)
-    if ckpt["model_type"] != kind:
-        raise CheckpointError(f"{flag} {path} holds a {ckpt['model_type']} model, not a {kind} model")
+    ckpt = read_checkpoint(path, flag, device, kind)
     Model, Config, _ = MODELS[kind]
     try:
         model = Model(Config(**ckpt["config"])).to(device)
@@ -89,6 +96,20 @@ def load_world_model(dynamics_path, tokenizer_path=None, device="cpu"):
     return dynamics.requires_grad_(False), tokenizer.requires_grad_(False), lam and lam.requires_grad_(False)
 
 
+def torch_device(name):
+    """argparse type of every script's --device: a device this machine can use, else one line saying why."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{name} is not a torch device: use cpu, cuda or cuda:N") from None
+    try:
+        torch.empty(0, device=device)
+    except Exception as e:  # no such GPU, a torch built without CUDA, a backend this build lacks
+        raise argparse.ArgumentTypeError(f"{name} cannot be used here ({str(e).splitlines()[0].split('. ')[0]}): "
+                                         f"use --device cpu") from None
+    return name
+
+
 # ---------------------------------------------------------------------------
 # A train.py run folder: metrics.jsonl, ckpt.pt and best.pt
 # ---------------------------------------------------------------------------
@@ -101,14 +122,18 @@ def restart_log(log_path, args, start, master):
         log_rows = [r for r in map(json.loads, log_path.read_text().splitlines())
                     if r["step"] < start or r["split"] == "val" and r["step"] == start]
     if master:
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in log_rows))
+        write_log(log_path, log_rows)
     return log_rows
+
+
+def write_log(log_path, log_rows):
+    """The whole log as JSON lines, atomically: a full disk names the file and keeps the log as it was."""
+    write_atomic(log_path, "".join(json.dumps(r) + "\n" for r in log_rows))
 
 
 def append_log(log_path, log_rows, row):
     log_rows.append(row)
-    with open(log_path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    write_log(log_path, log_rows)
 
 
 def lowest_val_loss(out, args):

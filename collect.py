@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from envs import ACTION_NAMES, AgentGame, GameError, check_env, default_frame_skip, make_game, select_games
-from episodes import EpisodeError, check_writable, load_episode, remove_stale_tmp, save_episode
+from episodes import EpisodeError, check_writable, load_episode, quiet_workers, remove_stale_tmp, save_episode
 
 # ---------------------------------------------------------------------------
 # Collection: one job per episode, run in worker processes (one emulator per process)
@@ -79,7 +79,7 @@ def open_policy(path, epsilon):
         torch.set_num_threads(1)  # one worker per core: a policy step must not spread over the others
         _POLICY.clear()
         name = f"agent:{Path(path).parent.name}/{Path(path).name}"
-        _POLICY[(path, epsilon)] = Policy.from_checkpoint(read_checkpoint(path, "--agent"), name, epsilon)
+        _POLICY[(path, epsilon)] = Policy.from_checkpoint(read_checkpoint(path, "--agent", kind="agent"), name, epsilon)
     return _POLICY[(path, epsilon)]
 
 
@@ -115,6 +115,18 @@ def make_job(env, index, split, args, max_steps):
                args.agent if args.policy == "agent" else None, args.epsilon)
 
 
+def collected_as(path, job):
+    """The episode at `path`, already on disk, if it was collected as `job` asks; else an EpisodeError: a rerun must not
+    count episodes of another resolution or frame skip as its own."""
+    episode = load_episode(path)
+    size, skip = episode["frames"].shape[1], episode["frame_skip"]
+    if (size, skip) != (job.resolution, job.frame_skip):
+        raise EpisodeError(f"{path} was collected at {size}x{size} pixels and frame skip {skip}, but this command asks for "
+                           f"{job.resolution}x{job.resolution} and frame skip {job.frame_skip}: collect into another --out, "
+                           f"or pass --resolution {size} --frame-skip {skip}")
+    return episode
+
+
 def collect_frames(env, args):
     """--frames N: episodes of `env` in index order until they hold N frames in all, the last one cut short to
     fit (paper Tab. 5 compares datasets of equal frame budgets). The first --val-fraction of the frames go to
@@ -127,7 +139,7 @@ def collect_frames(env, args):
             split = args.split or ("val" if val_left > 0 else "train")
             job = make_job(env, index, split, args, min(args.max_steps, left - 1))
             if Path(job.path).exists():
-                frames = len(load_episode(job.path)["frames"])
+                frames = len(collected_as(job.path, job)["frames"])
             else:
                 frames = next(run_jobs([job], 1))[1]
                 written += frames
@@ -148,8 +160,37 @@ def run_jobs(jobs, workers, progress=None):
     if workers == 1:
         yield from map(run_episode, jobs)
         return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+    with quiet_workers():  # Ctrl-C is the main process's: it stops the workers
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+    with pool:
         yield from pool.imap_unordered(run_episode, jobs, chunksize=1)
+
+
+def collect_episodes(envs, args):
+    """--episodes N per env, in --workers processes; episodes already on disk stay and count."""
+    jobs = plan_jobs(envs, args)
+    # An episode already written to any split this command fills stays where it is: growing --episodes
+    # (which moves the val/train boundary) must not write it again into the other split.
+    splits = [args.split] if args.split else ["train", "val"]
+    on_disk = {job: path for job in jobs for s in splits if (path := Path(args.out) / s / Path(job.path).name).exists()}
+    for env in envs:  # what is on disk was collected as this command asks: the first episode of each game tells
+        first = next((job for job in on_disk if job.env == env), None)
+        if first:
+            collected_as(on_disk[first], first)
+    todo = [job for job in jobs if job not in on_disk]
+    print(f"{len(jobs)} episodes planned, {len(jobs) - len(todo)} already on disk, collecting {len(todo)} with {args.workers} worker(s)")
+    from tqdm import tqdm
+    summary = {env: [0, 0, 0] for env in envs}
+    start, total_frames = time.perf_counter(), 0
+    with tqdm(total=len(todo), unit="ep", desc="collect") as bar:
+        for env, frames, size in run_jobs(todo, args.workers):
+            total_frames += frames
+            for i, value in enumerate((1, frames, size)):
+                summary[env][i] += value
+            bar.set_postfix(frames_per_s=f"{total_frames / (time.perf_counter() - start):.0f}")
+            bar.update()
+    for env, (episodes, frames, size) in summary.items():
+        print(f"{env}: {episodes} episodes, {frames} frames, {size / 2**20:.1f} MiB written to {args.out}")
 
 
 def raw_steps(job):
@@ -246,32 +287,24 @@ def main(argv=None):
             open_policy(args.agent, args.epsilon)
         except CheckpointError as e:
             sys.exit(f"error: {e}")
-    if args.frames:
-        for env in envs:
-            print(f"{env}: {collect_frames(env, args)} frames written, {args.frames} on disk in {args.out}")
-        return
-    jobs = plan_jobs(envs, args)
-    # An episode already written to any split this command fills stays where it is: growing --episodes
-    # (which moves the val/train boundary) must not write it again into the other split.
-    splits = [args.split] if args.split else ["train", "val"]
-    todo = [job for job in jobs if not any((Path(args.out) / s / Path(job.path).name).exists() for s in splits)]
-    print(f"{len(jobs)} episodes planned, {len(jobs) - len(todo)} already on disk, collecting {len(todo)} with {args.workers} worker(s)")
-    from tqdm import tqdm
-    summary = {env: [0, 0, 0] for env in envs}
-    start, total_frames = time.perf_counter(), 0
-    with tqdm(total=len(todo), unit="ep", desc="collect") as bar:
-        for env, frames, size in run_jobs(todo, args.workers):
-            total_frames += frames
-            for i, value in enumerate((1, frames, size)):
-                summary[env][i] += value
-            bar.set_postfix(frames_per_s=f"{total_frames / (time.perf_counter() - start):.0f}")
-            bar.update()
-    for env, (episodes, frames, size) in summary.items():
-        print(f"{env}: {episodes} episodes, {frames} frames, {size / 2**20:.1f} MiB written to {args.out}")
+    try:
+        if args.frames:
+            for env in envs:
+                print(f"{env}: {collect_frames(env, args)} frames written, {args.frames} on disk in {args.out}")
+            return
+        collect_episodes(envs, args)
+    except KeyboardInterrupt:  # Ctrl-C: one line that says where the collection stands
+        raise KeyboardInterrupt(f"interrupted: the episodes on disk in {args.out} are complete; run the same command "
+                                f"again to collect the rest") from None
+    finally:
+        remove_stale_tmp(args.out)  # the half-written files of stopped workers
 
 
 if __name__ == "__main__":
     try:
         main()
+    except KeyboardInterrupt as e:
+        print(str(e) or "interrupted before any episode was played", file=sys.stderr)
+        sys.exit(130)
     except (GameError, EpisodeError, OSError) as e:
         sys.exit(f"error: {e}")

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tqdm import tqdm
 
-from episodes import EpisodeError, find_episodes, load_episode
+from episodes import EpisodeError, find_episodes, load_episode, quiet_workers, write_atomic
 
 
 def read_actions(path):
@@ -40,7 +40,9 @@ class Clips(Dataset):
 
     def __init__(self, root, split, seq_len, stride, workers):
         self.paths = find_episodes(root, split)  # EpisodeError names the folder when it holds none
-        with Pool(max(1, workers)) as pool:
+        with quiet_workers():  # Ctrl-C is the main process's
+            pool = Pool(max(1, workers))
+        with pool:
             self.actions, self.action_names = zip(*pool.map(read_actions, self.paths, chunksize=4))
         lengths = [len(a) + 1 for a in self.actions]
         self.clips = np.array([(e, s) for e, n in enumerate(lengths) for s in range(0, n - seq_len + 1, stride)])
@@ -103,6 +105,17 @@ def barrier():
         dist.barrier()
 
 
+def reserve_npy(tmp, shape, path):
+    """An int16 .npy of `shape` at `tmp` whose disk space is taken now: a full disk is an OSError naming `path`
+    here, not a SIGBUS when the memory map writes a page that has no room."""
+    try:
+        np.lib.format.open_memmap(tmp, "w+", np.int16, shape)
+        with open(tmp, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as e:
+        raise OSError(f"cannot write {path} ({np.prod(shape) * 2 / 2**20:.1f} MiB): {e.strerror or e}") from None
+
+
 @torch.no_grad()
 def tokenize_clips(tokenizer, lam, clips, path, meta, *, batch_size, workers, rank, world_size, device, ctx):
     """Ids of every clip by the frozen tokenizer, computed once into a memory-mapped int16 [N, T, h, w] .npy
@@ -116,25 +129,41 @@ def tokenize_clips(tokenizer, lam, clips, path, meta, *, batch_size, workers, ra
     if not (meta_path.exists() and json.loads(meta_path.read_text()) == meta):
         shapes = {path: (clips.seq_len, *tokenizer.grid), **({latent_path: (clips.seq_len - 1,)} if lam else {})}
         tmp = {p: p.with_name(p.name + ".tmp") for p in shapes}
-        if rank == 0:
-            for p, shape in shapes.items():
-                np.lib.format.open_memmap(tmp[p], "w+", np.int16, (len(clips), *shape))
-        barrier()
-        arrays = {p: np.lib.format.open_memmap(tmp[p], "r+") for p in shapes}
-        part = range(rank * len(clips) // world_size, (rank + 1) * len(clips) // world_size)  # this rank's clips
-        loader = DataLoader(Subset(clips, part), batch_size=batch_size, num_workers=workers)
-        for k, batch in enumerate(tqdm(loader, desc=f"tokenise {path.name}", disable=rank > 0)):
-            frames, at = batch["frames"].to(device), part.start + k * batch_size
-            with ctx:
-                arrays[path][at:at + len(frames)] = tokenizer.encode(frames).cpu().numpy()  # [B, T, h, w]
-                if lam:
-                    arrays[latent_path][at:at + len(frames)] = lam.infer_actions(frames).cpu().numpy()  # [B, T-1]
-        for array in arrays.values():
-            array.flush()
-        barrier()
-        if rank == 0:
-            for p in shapes:
-                os.replace(tmp[p], p)
-            meta_path.write_text(json.dumps(meta))
+        try:
+            if rank == 0:
+                for p, shape in shapes.items():
+                    reserve_npy(tmp[p], (len(clips), *shape), p)
+            barrier()
+            arrays = {p: np.lib.format.open_memmap(tmp[p], "r+") for p in shapes}
+            part = range(rank * len(clips) // world_size, (rank + 1) * len(clips) // world_size)  # this rank's clips
+            loader = DataLoader(Subset(clips, part), batch_size=batch_size, num_workers=workers)
+            with quiet_workers():  # the loader's workers start here; Ctrl-C is the main process's
+                batches = iter(loader)
+            for k, batch in enumerate(tqdm(batches, total=len(loader), desc=f"tokenise {path.name}", disable=rank > 0)):
+                frames, at = batch["frames"].to(device), part.start + k * batch_size
+                with ctx:
+                    arrays[path][at:at + len(frames)] = tokenizer.encode(frames).cpu().numpy()  # [B, T, h, w]
+                    if lam:
+                        arrays[latent_path][at:at + len(frames)] = lam.infer_actions(frames).cpu().numpy()  # [B, T-1]
+            for array in arrays.values():
+                array.flush()
+            barrier()
+            if rank == 0:
+                for p in shapes:
+                    os.replace(tmp[p], p)
+                write_atomic(meta_path, json.dumps(meta))
+        except BaseException:  # a full disk, Ctrl-C, a broken episode: no half-written cache stays behind
+            for p in tmp.values():
+                p.unlink(missing_ok=True)
+            raise
         barrier()
     clips.tokens, clips.latent = str(path), str(latent_path) if lam else None
+
+
+def own_message(error):
+    """An error's one-line message. A DataLoader raises a worker's error again with the worker's whole traceback as
+    its message; the last line of that is the error's own."""
+    text = str(error)
+    if "DataLoader worker" not in text.split("\n", 1)[0]:
+        return text
+    return text.strip().splitlines()[-1].split(": ", 1)[-1]

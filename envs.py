@@ -13,13 +13,14 @@ so scripts that just read episodes run on machines without emulators.
 import csv
 import difflib
 import functools
+import multiprocessing.forkserver
 import re
 from pathlib import Path
 
 import gymnasium
 import numpy as np
 
-from episodes import square_resize
+from episodes import quiet_workers, square_resize
 
 ACTION_NAMES = ["RIGHT", "LEFT", "UP", "DOWN", "JUMP"]
 ANNOTATIONS = Path(__file__).resolve().parent / "annotations"  # RetroAct tables (MIT, see LICENSE)
@@ -266,10 +267,13 @@ class AgentEnv(gymnasium.Env):
 
 
 def agent_envs(make_env, n, frame_skip, max_steps, resolution):
-    """n AgentEnvs stepped in lockstep, each in a spawned worker (the parent never opens an emulator).
-    SAME_STEP autoreset: a finished env's next obs is already its new episode's first frame."""
+    """n AgentEnvs stepped in lockstep, each in a worker forked from multiprocessing's fork server, a fresh process
+    (the parent never opens an emulator). SAME_STEP autoreset: a finished env's next obs is already its new
+    episode's first frame."""
+    with quiet_workers():  # the fork server, and so every worker it forks, leaves Ctrl-C to the main process
+        multiprocessing.forkserver.ensure_running()
     return gymnasium.vector.AsyncVectorEnv([functools.partial(AgentEnv, make_env, frame_skip, max_steps, resolution)] * n,
-                                           context="spawn", autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
+                                           context="forkserver", autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP)
 
 
 def last_frames(infos, done):

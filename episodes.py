@@ -16,10 +16,15 @@ write episodes with `save_episode` and read any dataset with `find_episodes` + `
     episode = load_episode(find_episodes("data/airstriker", "train")[0], resolution=64)
 
 Files are written atomically (a temporary file named after the writing process, then a rename), so a
-crash, a full disk or a second writer never leaves half an episode under an episode's name.
+crash, a full disk or a second writer never leaves half an episode under an episode's name. The scripts write
+every file of theirs that way, and hold their output folder with `folder_lock` while they run.
 """
+import contextlib
+import fcntl
 import functools
+import io
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -33,7 +38,7 @@ class EpisodeError(ValueError):
 
 
 # ---------------------------------------------------------------------------
-# Writing: atomic, and never a partial file
+# Writing: atomic, never a partial file, and one run per output folder
 # ---------------------------------------------------------------------------
 
 def check_writable(folder, flag="--out"):
@@ -52,18 +57,22 @@ def check_writable(folder, flag="--out"):
                 path.rmdir()
 
 
-def write_atomic(path, write):
-    """write(file) fills `path` through a temporary file in the same folder, renamed into place when complete.
+def write_atomic(path, data):
+    """Fill `path` with `data` (bytes, text, or a function write(file)) through a temporary file in the same folder,
+    renamed into place when complete.
 
     The temporary name carries this process's id (.NAME.PID.tmp), so concurrent writers never touch each
     other's files and `remove_stale_tmp` can tell a dead writer's leftovers. On any error (disk full,
-    permissions) the temporary file is removed and an OSError names the file.
+    permissions) the temporary file is removed and an OSError names the file; what `path` held stays.
     """
     path = Path(path)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb") as f:
-            write(f)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -92,15 +101,87 @@ def process_alive(pid):
     return True
 
 
+@contextlib.contextmanager
+def folder_lock(folder, flag="--out"):
+    """Hold `folder` for this run alone while the block runs: a second run into it fails at once, in one line
+    that names the process holding it.
+
+    The lock is a POSIX lock on FOLDER/.lock, which the kernel drops when its process ends however it ends
+    (kill -9 too), so a killed run never blocks the next one; the file holds the holder's pid for the message.
+    Temporary files of killed writers are removed once it is held. On leaving, the lock file goes, and so do the
+    folders the run created if it wrote nothing into them.
+    """
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    while True:
+        f = open(path, "a+")
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except (BlockingIOError, PermissionError):  # a live process holds it
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise OSError(f"{flag} {folder} is in use by process {holder}: wait for that run to end, "
+                          f"or choose another {flag}") from None
+        if path.exists() and path.stat().st_ino == os.fstat(f.fileno()).st_ino:
+            break
+        f.close()  # the run before removed this file as we opened it: lock the next one
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    remove_stale_tmp(folder)  # left by a run killed mid-write
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        f.close()
+        for p in created:
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+
+
 def save_episode(path, frames, actions, rewards, action_names, env, policy, frame_skip):
-    """Write one episode (the keys above) as a compressed .npz; returns its size in bytes."""
+    """Write one episode (the keys above) as a compressed .npz; returns its size in bytes.
+
+    Compressed in memory first: a full disk then fails one plain write, which write_atomic names and cleans up."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda f: np.savez_compressed(
-        f, frames=np.asarray(frames, np.uint8), actions=np.asarray(actions, np.int64),
-        rewards=np.asarray(rewards, np.float32), action_names=np.array(action_names), env=np.array(env),
-        policy=np.array(policy), frame_skip=np.array(frame_skip)))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, frames=np.asarray(frames, np.uint8), actions=np.asarray(actions, np.int64),
+                        rewards=np.asarray(rewards, np.float32), action_names=np.array(action_names),
+                        env=np.array(env), policy=np.array(policy), frame_skip=np.array(frame_skip))
+    write_atomic(path, buffer.getbuffer())
     return path.stat().st_size
+
+
+# ---------------------------------------------------------------------------
+# Worker processes: Ctrl-C is the main process's
+# ---------------------------------------------------------------------------
+
+CTRL_C = []  # Ctrl-Cs seen by the handler of remember_ctrl_c
+
+
+def remember_ctrl_c():
+    """Ctrl-C raises KeyboardInterrupt as usual, and is also remembered in CTRL_C: Python swallows an exception
+    raised inside a finaliser (a weakref callback, a __del__), so a training loop checks CTRL_C at every step too."""
+    def handler(signum, frame):
+        CTRL_C.append(signum)
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGINT, handler)
+
+
+@contextlib.contextmanager
+def quiet_workers():
+    """Worker processes started in this block ignore Ctrl-C from their first instruction (a child keeps an ignored
+    signal ignored), so the main process alone handles it and stops them, and none of them prints a traceback.
+    The main process ignores a Ctrl-C pressed while the block runs (while its workers start)."""
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 # ---------------------------------------------------------------------------
@@ -113,6 +194,8 @@ def find_episodes(root, split=None):
     Raises EpisodeError naming the folder when it holds none.
     """
     root = Path(root)
+    if root.is_file():
+        raise EpisodeError(f"{root} is a file: pass the folder of .npz episodes it is in ({root.parent})")
     folder = root / split if split is not None and (root / split).is_dir() else root
     paths = sorted(folder.rglob("*.npz")) if folder.is_dir() else []
     if not paths:

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from checkpoints import CheckpointError, load_world_model
+from checkpoints import CheckpointError, load_world_model, torch_device
 from dynamics import token_entropy
-from episodes import EpisodeError, check_writable, find_episodes, load_episode
+from episodes import EpisodeError, check_writable, find_episodes, folder_lock, load_episode, write_atomic
 from metrics import PSNR_CAP, WEIGHTS_NAME, FeatureStats, FIDUnavailable, inception_features, load_inception, psnr, ssim
 from pictures import plot_comparison, plot_confusion, plot_horizon, save_gif, save_grid, to_uint8
 
@@ -72,6 +72,13 @@ def load_windows(folder, max_windows=None, resolution=64):
     return windows[:max_windows]
 
 
+def check_actions(windows, num_actions, folder):
+    """A model of num_actions actions cannot play episodes whose action ids go beyond them."""
+    if max(int(a.max()) for _, a in windows) >= num_actions:
+        raise EpisodeError(f"episodes in {folder} use action ids beyond the model's {num_actions} actions: "
+                           f"use episodes of the game it was trained on")
+
+
 def standard_error(values):
     """Standard error of the mean of per-window values [N]: std / sqrt(N) (0 for a single window)."""
     return values.std().item() / math.sqrt(len(values)) if len(values) > 1 else 0.0
@@ -80,7 +87,7 @@ def standard_error(values):
 def row_metrics(p, s):
     """A table row from per-window, per-predicted-frame PSNR and SSIM [N, HORIZON]; ± is the standard error."""
     return {"psnr": p.mean().item(), "psnr_se": standard_error(p.mean(1)), "ssim": s.mean().item(),
-            "psnr_by_horizon": p.mean(0).tolist(), "ssim_by_horizon": s.mean(0).tolist()}
+            "ssim_se": standard_error(s.mean(1)), "psnr_by_horizon": p.mean(0).tolist(), "ssim_by_horizon": s.mean(0).tolist()}
 
 
 def altered_actions(actions, num_actions, random_rng, swap_rng):
@@ -264,8 +271,9 @@ def write_report(out, metrics, sample, uncertainty):
     """metrics.json, results.md, horizon.png, rollouts.png/.gif, tokens.png, uncertainty.png into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "results.md").write_text(
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_atomic(
+        out / "results.md",
         f"# Evaluation of {metrics.get('dynamics', 'a model')}\n\n{metrics['windows']} windows ({CONTEXT} context + "
         f"{HORIZON} predicted frames) of {metrics.get('data', 'episodes')}; {sampling(metrics)}; "
         f"PSNR capped at {PSNR_CAP:.1f} dB (8-bit rounding noise).\n\n"
@@ -318,7 +326,8 @@ def compare(run_dirs, out, paper=()):
               "fid_unavailable": first.get("fid_unavailable")}
     where = first.get("data", "the test set") if len(floor_run) == 1 else "each run's own episodes: " + ", ".join(map(str, floor_run))
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "results.md").write_text(
+    write_atomic(
+        Path(out) / "results.md",
         f"# Results\n\n{first['windows']} test windows of {where} ({CONTEXT} context + "
         f"{HORIZON} predicted frames), {sampling(first)}.\n\n"
         + "\n".join(lines + notes(merged)) + "\n\n![results](results.png)\n")
@@ -353,10 +362,11 @@ def write_agreement(out, agreement, action_names):
     confusion = np.array(agreement["confusion"])  # [codes, true actions]
     rows = [f"| {k} | {confusion[k].sum()} | {action_names[m] if m >= 0 else 'unused'} | "
             f"{confusion[k].max() / max(1, confusion[k].sum()):.2f} |" for k, m in enumerate(agreement["majority"])]
-    with open(Path(out) / "results.md", "a") as f:
-        f.write(f"\n## Latent actions against true actions\n\nPurity {agreement['purity']:.3f} (share of transitions "
-                "whose true action is their code's majority).\n\n| code | transitions | majority action | purity |\n"
-                "|---|---|---|---|\n" + "\n".join(rows) + "\n\n![agreement](lam_agreement.png)\n")
+    table = (f"\n## Latent actions against true actions\n\nPurity {agreement['purity']:.3f} (share of transitions "
+             "whose true action is their code's majority).\n\n| code | transitions | majority action | purity |\n"
+             "|---|---|---|---|\n" + "\n".join(rows) + "\n\n![agreement](lam_agreement.png)\n")
+    results = Path(out) / "results.md"
+    write_atomic(results, results.read_text() + table)  # below the evaluation's table
     plot_confusion(confusion, action_names, Path(out) / "lam_agreement.png")
 
 
@@ -386,7 +396,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=8, help="windows per batch (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the random actions (default 0)")
     p.add_argument("--inception-weights", help=f"FID Inception weights (default: torch hub dir/checkpoints/{WEIGHTS_NAME})")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    p.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default cuda if present)")
     p.add_argument("--compare", nargs="+", metavar="EVAL_DIR", help="tabulate several evaluation folders into OUT/results.md and OUT/results.png")
     p.add_argument("--paper", nargs=4, action="append", default=[], metavar=("LABEL", "PSNR", "SSIM", "FID"),
@@ -401,43 +411,51 @@ def parse_args(argv=None):
     for flag in ("steps", "batch_size", "max_windows"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             p.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    for folder in args.compare or []:
+        if not (Path(folder) / "metrics.json").is_file():
+            p.error(f"--compare {folder} holds no metrics.json: evaluate there first "
+                    f"(python evaluate.py --dynamics CKPT --data DIR --out {folder})")
     return args
 
 
 def main(argv=None):
     args = parse_args(argv)
     check_writable(args.out)  # before any work
-    if args.compare:
-        return compare(args.compare, args.out, args.paper)
-    dynamics, tokenizer, lam = load_world_model(args.dynamics, args.tokenizer, args.device)
-    folder = test_folder(args.data)
-    windows = load_windows(folder, args.max_windows, tokenizer.config.resolution)
-    action_names, agreement = load_episode(find_episodes(folder)[0])["action_names"], None
-    if lam is not None:
-        lam_row = lam_reconstruction(lam, windows, args.batch_size, args.device)
-        windows, agreement = latent_windows(lam, windows, args.batch_size, args.device)
-    elif max(int(a.max()) for _, a in windows) >= dynamics.config.num_actions:
-        raise EpisodeError(f"episodes in {folder} use action ids beyond the model's {dynamics.config.num_actions} actions")
-    try:
-        inception, fid_reason = load_inception(args.inception_weights, args.device), None
-    except FIDUnavailable as e:
-        inception, fid_reason = None, str(e)
-    modes = ["one-go", "autoregressive"] if args.mode == "both" else [args.mode]
-    protocols = ["random", "swap"] if args.delta_protocol == "both" else [args.delta_protocol]
-    metrics, sample = evaluate_windows(dynamics, tokenizer, windows, modes, args.steps, args.temperature, args.batch_size,
-                                       args.seed, inception, args.device, protocols, args.anneal, args.frame_order)
-    if lam is not None:
-        metrics["rows"]["lam"] = lam_row
-    metrics.update(dynamics=str(args.dynamics), data=str(folder), fid_unavailable=fid_reason, lam_agreement=agreement)
-    uncertainty = token_uncertainty(dynamics, sample["tokens"].to(args.device), sample["actions"].to(args.device))
-    write_report(args.out, metrics, sample, uncertainty)
-    if agreement:
-        write_agreement(args.out, agreement, action_names)
+    with folder_lock(args.out):  # one run per folder: a second one fails in one line naming this one
+        if args.compare:
+            return compare(args.compare, args.out, args.paper)
+        dynamics, tokenizer, lam = load_world_model(args.dynamics, args.tokenizer, args.device)
+        folder = test_folder(args.data)
+        windows = load_windows(folder, args.max_windows, tokenizer.config.resolution)
+        action_names, agreement = load_episode(find_episodes(folder)[0])["action_names"], None
+        if lam is not None:
+            lam_row = lam_reconstruction(lam, windows, args.batch_size, args.device)
+            windows, agreement = latent_windows(lam, windows, args.batch_size, args.device)
+        else:
+            check_actions(windows, dynamics.config.num_actions, folder)
+        try:
+            inception, fid_reason = load_inception(args.inception_weights, args.device), None
+        except FIDUnavailable as e:
+            inception, fid_reason = None, str(e)
+        modes = ["one-go", "autoregressive"] if args.mode == "both" else [args.mode]
+        protocols = ["random", "swap"] if args.delta_protocol == "both" else [args.delta_protocol]
+        metrics, sample = evaluate_windows(dynamics, tokenizer, windows, modes, args.steps, args.temperature, args.batch_size,
+                                           args.seed, inception, args.device, protocols, args.anneal, args.frame_order)
+        if lam is not None:
+            metrics["rows"]["lam"] = lam_row
+        metrics.update(dynamics=str(args.dynamics), data=str(folder), fid_unavailable=fid_reason, lam_agreement=agreement)
+        uncertainty = token_uncertainty(dynamics, sample["tokens"].to(args.device), sample["actions"].to(args.device))
+        write_report(args.out, metrics, sample, uncertainty)
+        if agreement:
+            write_agreement(args.out, agreement, action_names)
     print(f"{results_table(metrics)}\nwrote metrics.json, results.md and pictures to {args.out}")
 
 
 if __name__ == "__main__":
     try:
         main()
+    except KeyboardInterrupt:  # every file is written whole or not at all
+        print("interrupted: no file in --out is half-written; run the same command again", file=sys.stderr)
+        sys.exit(130)
     except (CheckpointError, EpisodeError, OSError) as e:
         sys.exit(f"error: {e}")

@@ -11,14 +11,15 @@
 # Writes everything under OUT (default runs/loop): data/, models, eval/, results.md, results.png.
 set -euo pipefail
 cd "$(dirname "$0")"
+source studies/steps.sh  # needs_value PLACEHOLDER "$@", step NAME COMMAND... (skipped once done), resume CHECKPOINT
 
 preset=tiny env=Airstriker-Genesis-v0 pretrain_envs="" out=runs/loop fresh=0
 while [ $# -gt 0 ]; do
   case $1 in
-    --preset) preset=$2; shift 2 ;;
-    --env) env=$2; shift 2 ;;
-    --pretrain-envs) pretrain_envs=$2; shift 2 ;;  # multi-game pretraining, then fine-tuning on --env
-    --out) out=$2; shift 2 ;;
+    --preset) needs_value 'tiny|small' "$@"; preset=$2; shift 2 ;;
+    --env) needs_value GAME "$@"; env=$2; shift 2 ;;
+    --pretrain-envs) needs_value '"GAME ..."' "$@"; pretrain_envs=$2; shift 2 ;;  # multi-game pretraining, then fine-tuning on --env
+    --out) needs_value DIR "$@"; out=$2; shift 2 ;;
     --fresh) fresh=1; shift ;;
     *) echo "error: unknown flag $1 (use --preset tiny|small, --env GAME, --pretrain-envs \"GAME ...\", --out DIR, --fresh)" >&2; exit 2 ;;
   esac
@@ -50,7 +51,6 @@ esac
 [ "$fresh" = 1 ] && rm -rf "$out"
 mkdir -p "$out/done"
 
-source studies/steps.sh  # step NAME COMMAND... (skipped once done), resume CHECKPOINT
 collect=(python collect.py --max-steps "$MAX_STEPS" --workers "$WORKERS")
 train=(python train.py --preset "$preset" --workers 0)
 tokenizer_clips=(--batch-size "$TOKENIZER_BATCH" --seq-len "$TOKENIZER_SEQ_LEN")  # tiny: no encoder blocks, a frame is coded alone

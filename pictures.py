@@ -6,11 +6,15 @@ evaluate.py draws its rollouts, token maps, uncertainty maps and charts with the
 
     save_grid({"ground truth": real, "model": fake}, ["t0", "t1", ...], "rollouts.png")   # float [T, H, W, 3] in [0, 1]
     save_gif("play.gif", [to_uint8(frame) for frame in fake])
+
+Every file is written atomically (episodes.write_atomic): a full disk names it and never leaves half a picture.
 """
 import numpy as np
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from matplotlib.image import imsave
+
+from episodes import write_atomic
 
 
 def to_uint8(frames):
@@ -22,7 +26,13 @@ def save_gif(path, frames, fps=4, scale=4):
     """frames: list of uint8 [H, W, 3] -> an animated GIF, upscaled `scale` times with nearest pixels."""
     from PIL import Image  # Pillow comes with matplotlib
     images = [Image.fromarray(f.repeat(scale, 0).repeat(scale, 1)) for f in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=1000 // fps, loop=0)
+    write_atomic(path, lambda f: images[0].save(f, "GIF", save_all=True, append_images=images[1:],
+                                                duration=1000 // fps, loop=0))
+
+
+def save_figure(fig, path, **kwargs):
+    """A matplotlib figure as a PNG at `path` (kwargs go to savefig)."""
+    write_atomic(path, lambda f: fig.savefig(f, format="png", **kwargs))
 
 
 def save_grid(rows, titles, path, colorbar=None):
@@ -39,7 +49,7 @@ def save_grid(rows, titles, path, colorbar=None):
     ax.tick_params(length=0, labeltop=True, labelbottom=False)
     if colorbar:
         fig.colorbar(ScalarMappable(cmap=colorbar[0]), ax=ax, label=colorbar[1], fraction=0.02)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    save_figure(fig, path, dpi=100, bbox_inches="tight")
 
 
 def plot_horizon(curves, path):
@@ -50,7 +60,7 @@ def plot_horizon(curves, path):
         ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
     ax.set(xlabel="predicted frame (horizon)", ylabel="PSNR (dB)", title="PSNR by horizon")
     ax.legend(fontsize=7)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
 def plot_comparison(bars, titles, floor, path):
@@ -67,7 +77,7 @@ def plot_comparison(bars, titles, floor, path):
     axes[0].axhline(floor, color="grey", ls="--", label=f"copy last frame {floor:.1f}")
     axes[0].legend(fontsize=7)
     axes[0].set_ylim(min(floor, *(v[0] for v in bars.values())) - 2, None)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
 def plot_confusion(confusion, action_names, path):
@@ -79,14 +89,15 @@ def plot_confusion(confusion, action_names, path):
     ax.set_xticklabels(action_names[:confusion.shape[1]], fontsize=7)
     for (k, a), n in np.ndenumerate(confusion):
         ax.text(a, k, n, ha="center", va="center", fontsize=6)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
 def save_samples(real, pred, path):
     """Per clip a row of real frames above a row of the model's frames; columns are time. float [n, T, H, W, 3] each."""
     rows = np.stack([real, pred], 1).reshape(-1, *real.shape[1:])  # [2n, T, H, W, 3]
     n, T, H, W, C = rows.shape
-    imsave(path, np.clip(rows.transpose(0, 2, 1, 3, 4).reshape(n * H, T * W, C), 0, 1))
+    picture = np.clip(rows.transpose(0, 2, 1, 3, 4).reshape(n * H, T * W, C), 0, 1)
+    write_atomic(path, lambda f: imsave(f, picture, format="png"))
 
 
 def plot_training_curves(log_rows, path):
@@ -100,4 +111,4 @@ def plot_training_curves(log_rows, path):
                 ax.plot(*zip(*points), label=split, marker="o" if split == "val" else None)
         ax.set(xlabel="step", title=key + (" (dB)" if key == "psnr" else ""), yscale="log" if key == "loss" else "linear")
         ax.legend()
-    fig.savefig(path)
+    save_figure(fig, path)

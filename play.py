@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from checkpoints import CheckpointError, load_world_model
+from checkpoints import CheckpointError, load_world_model, torch_device
 from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics
-from episodes import EpisodeError, check_writable
-from evaluate import ACTION_LETTERS, CONTEXT, latent_windows, load_windows, test_folder
+from episodes import EpisodeError, check_writable, folder_lock
+from evaluate import ACTION_LETTERS, CONTEXT, check_actions, latent_windows, load_windows, test_folder
 from pictures import save_gif, save_grid, to_uint8
 from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer
 
@@ -181,7 +181,7 @@ def parse_args(argv=None):
     p.add_argument("--benchmark", action="store_true", help="print generated frames/s of --preset with random weights")
     p.add_argument("--preset", choices=list(TOKENIZER_PRESETS), default="tiny", help="--benchmark: model sizes (default tiny)")
     p.add_argument("--frames", type=int, default=32, help="--benchmark: frames timed with a full memory (default 32)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    p.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default cuda if present)")
     args = p.parse_args(argv)
     if not args.benchmark and not (args.dynamics and args.data):
@@ -189,15 +189,13 @@ def parse_args(argv=None):
     for flag in ("steps", "memory", "frames"):
         if getattr(args, flag) <= 0:
             p.error(f"--{flag} must be positive, got {getattr(args, flag)}")
+    if args.window < 0:
+        p.error(f"--window counts test windows from 0, got {args.window}")
     return args
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.benchmark:
-        return benchmark(args)
-    if args.keys is not None:
-        check_writable(args.out)  # before any work
+def start_player(args):
+    """The Player of --dynamics on the context frames of test window --window of --data."""
     dynamics, tokenizer, lam = load_world_model(args.dynamics, args.tokenizer, args.device)
     folder = test_folder(args.data)
     # play needs one start window, but a LAM's key mapping needs the agreement of its codes over many
@@ -208,20 +206,32 @@ def main(argv=None):
     if lam is not None:  # GenieRedux: a key's action becomes the latent code used most often for it
         windows, agreement = latent_windows(lam, windows, 8, args.device)
         code_of = np.array(agreement["confusion"]).argmax(0).tolist()
+    else:
+        check_actions(windows, dynamics.config.num_actions, folder)
     frames, actions = windows[args.window]
-    player = Player(dynamics, tokenizer, frames[:CONTEXT], actions[:CONTEXT - 1], args.steps, args.temperature,
-                    args.memory, args.device, args.seed, code_of, args.anneal)
+    return Player(dynamics, tokenizer, frames[:CONTEXT], actions[:CONTEXT - 1], args.steps, args.temperature,
+                  args.memory, args.device, args.seed, code_of, args.anneal)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.benchmark:
+        return benchmark(args)
     if args.keys is None:
-        return play_window(player)
-    played = play_keys(player, args.keys)
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    save_gif(Path(args.out) / "play.gif", played)
-    save_grid({"played": np.stack(played) / 255}, ["start"] + list(args.keys), Path(args.out) / "play.png")
+        return play_window(start_player(args))
+    check_writable(args.out)  # before any work
+    with folder_lock(args.out):  # one run per folder: a second one fails in one line naming this one
+        played = play_keys(start_player(args), args.keys)
+        save_gif(Path(args.out) / "play.gif", played)
+        save_grid({"played": np.stack(played) / 255}, ["start"] + list(args.keys), Path(args.out) / "play.png")
     print(f"wrote {Path(args.out) / 'play.gif'} and play.png ({len(args.keys) + 1} frames)")
 
 
 if __name__ == "__main__":
     try:
         main()
+    except KeyboardInterrupt:
+        print("interrupted: play.gif and play.png are as they were", file=sys.stderr)
+        sys.exit(130)
     except (PlayError, CheckpointError, EpisodeError, OSError) as e:
         sys.exit(f"error: {e}")

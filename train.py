@@ -37,9 +37,9 @@ from tqdm import tqdm
 
 from benchmark import benchmark
 from checkpoints import (MODELS, CheckpointError, append_log, load_checkpoint, lowest_val_loss, read_checkpoint, restart_log,
-                         save_checkpoints)
-from data import Batches, Clips, barrier, clip_order, tokenize_clips
-from episodes import EpisodeError, check_writable
+                         save_checkpoints, torch_device)
+from data import Batches, Clips, barrier, clip_order, own_message, tokenize_clips
+from episodes import CTRL_C, EpisodeError, check_writable, folder_lock, quiet_workers, remember_ctrl_c
 from lam import PRESETS as LAM_PRESETS
 from metrics import mse_to_psnr, psnr
 from pictures import plot_training_curves, save_samples
@@ -162,7 +162,7 @@ def parse_args(argv=None):
     p.add_argument("--init", help="start from this checkpoint's weights (fine-tuning; same model and config)")
     p.add_argument("--decoder-only", action="store_true", help="tokenizer: train only the decoder (paper sec. 4 fine-tuning)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order and masks (default 0)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    p.add_argument("--device", type=torch_device, default="cuda" if torch.cuda.is_available() else "cpu",
                    help="torch device (default cuda when present, else cpu)")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
     p.add_argument("--workers", type=int, default=4, help="data loader processes (default 4)")
@@ -172,9 +172,15 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.lr is None:
         args.lr = 2e-3 if args.preset == "tiny" else 1e-4
-    for flag in ("lr", "steps", "batch_size", "seq_len", "grad_accum", "eval_every", "log_every"):
+    for flag in ("lr", "steps", "batch_size", "seq_len", "stride", "grad_accum", "eval_every", "eval_batches", "log_every"):
         if getattr(args, flag) <= 0:
             p.error(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if args.workers < 0:
+        p.error(f"--workers must be 0 (load in this process) or more, got {args.workers}")
+    shortest = {"tokenizer": 1, "lam": 2, "dynamics": 3}[args.model]  # lam: a frame and the next; dynamics: 2 context + 1
+    if args.seq_len < shortest:
+        p.error(f"--seq-len {args.seq_len} is too short for --model {args.model}: it needs clips of {shortest} frames or more"
+                + (" (2 context frames and one to predict)" if args.model == "dynamics" else ""))
     resolution = LAM_PRESETS[args.preset].resolution
     if args.lam_patch is not None and (args.lam_patch <= 0 or resolution % args.lam_patch):
         p.error(f"--lam-patch must divide the LAM's {resolution}-pixel frames, got {args.lam_patch}")
@@ -338,7 +344,8 @@ def train_batches(train, args, start, rank, world_size, device):
     sampler = Batches(train, args.batch_size, args.seed, start * args.grad_accum * world_size + rank, world_size)
     if world_size > 1:  # shows that the ranks read different clips
         print(f"rank {rank}/{world_size}: first batch crc32 {zlib.crc32(np.array(next(iter(sampler)))):08x}", flush=True)
-    return iter(DataLoader(train, batch_sampler=sampler, num_workers=args.workers, pin_memory=device.type == "cuda"))
+    with quiet_workers():  # the loader's workers start here; Ctrl-C is the main process's
+        return iter(DataLoader(train, batch_sampler=sampler, num_workers=args.workers, pin_memory=device.type == "cuda"))
 
 
 def diverged(what, value, step, saved_step, ckpt_path, args):
@@ -346,18 +353,21 @@ def diverged(what, value, step, saved_step, ckpt_path, args):
                          f"lower --lr (now {args.lr:g}) and --resume")
 
 
+def standing(saved_step, ckpt_path):
+    """Where a stopped run stands, for the line that ends it: the checkpoint it goes on from."""
+    if not ckpt_path.exists():
+        return "no checkpoint yet: run the same command again"
+    return f"checkpoint of step {saved_step} at {ckpt_path}; continue with --resume"
+
+
 # ---------------------------------------------------------------------------
 # The training loop
 # ---------------------------------------------------------------------------
 
-def main(argv=None):
-    args = parse_args(argv)
-    out = Path(args.out or f"runs/{args.model}")
+def run(args, out, ddp, rank, world_size, device):
+    """The run: frozen models, data, model and optimizer, then the loop, until --steps."""
     ckpt_path, log_path = out / "ckpt.pt", out / "metrics.jsonl"
-    ddp, rank, world_size, device = init_ddp(args)
     master = rank == 0
-    if master and not args.benchmark:
-        check_writable(out)  # before any work
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     ctx = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
@@ -385,8 +395,11 @@ def main(argv=None):
     batches = train_batches(train, args, start, rank, world_size, device)
     frames_per_step = args.batch_size * args.grad_accum * world_size * args.seq_len
     step, saved_step, val_metrics, tick, tick_step = start, start, {}, time.perf_counter(), start
-    with tqdm(total=args.steps, initial=start, unit="step", disable=not master) as bar:
+    bar = tqdm(total=args.steps, initial=start, unit="step", disable=not master)
+    try:
         while True:
+            if CTRL_C:  # a Ctrl-C that landed in a finaliser, where Python swallowed its KeyboardInterrupt
+                raise KeyboardInterrupt
             # evaluate, draw and checkpoint (rank 0) every --eval-every steps and at the end
             if master and (step % args.eval_every == 0 or step == args.steps) and not (args.resume and step == start):
                 val_metrics = evaluate(model, val, args, device, ctx)
@@ -436,12 +449,33 @@ def main(argv=None):
                 bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items() if v is not None})
             step += 1
             bar.update()
+    except KeyboardInterrupt:  # Ctrl-C: one line that says where the run stands
+        raise KeyboardInterrupt(f"interrupted at step {step}; {standing(saved_step, ckpt_path)}") from None
+    except (OSError, EpisodeError) as e:  # a full disk, an episode broken since the start
+        raise type(e)(f"{own_message(e)}; {standing(saved_step, ckpt_path)}") from None
+    finally:
+        bar.close()
     if ddp:
         dist.destroy_process_group()
 
 
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.out or f"runs/{args.model}")
+    ddp, rank, world_size, device = init_ddp(args)
+    if rank > 0 or args.benchmark:  # rank 0 alone writes to --out; a benchmark writes nothing
+        return run(args, out, ddp, rank, world_size, device)
+    check_writable(out)  # before any work
+    with folder_lock(out):  # one run per folder: a second one fails in one line naming this one
+        run(args, out, ddp, rank, world_size, device)
+
+
 if __name__ == "__main__":
+    remember_ctrl_c()
     try:
         main()
+    except KeyboardInterrupt as e:  # Ctrl-C: the loop's line says where the run stands
+        print(str(e) or "interrupted before the first step: run the same command again", file=sys.stderr)
+        sys.exit(130)
     except (TrainingError, CheckpointError, EpisodeError, OSError) as e:
-        sys.exit(f"error: {e}")
+        sys.exit(f"error: {own_message(e)}")

@@ -12,12 +12,13 @@
 # eval/, and the table results.md with results.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."  # the repository root: every path below is relative to it
+source studies/steps.sh  # needs_value PLACEHOLDER "$@", step NAME COMMAND... (skipped once done), resume CHECKPOINT
 
 size=cpu out=runs/tab2 fresh=0
 while [ $# -gt 0 ]; do
   case $1 in
-    --size) size=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
+    --size) needs_value 'cpu|gpu' "$@"; size=$2; shift 2 ;;
+    --out) needs_value DIR "$@"; out=$2; shift 2 ;;
     --fresh) fresh=1; shift ;;
     *) echo "error: unknown flag $1 (use --size cpu|gpu, --out DIR, --fresh)" >&2; exit 2 ;;
   esac
@@ -39,7 +40,6 @@ esac
 [ "$fresh" = 1 ] && rm -rf "$out"
 mkdir -p "$out/done"
 
-source studies/steps.sh  # step NAME COMMAND... (skipped once done), resume CHECKPOINT
 collect=(python collect.py --env procgen:coinrun --max-steps "$MAX_STEPS" --workers "$WORKERS" --out "$out/data")
 train=(python train.py --preset "$PRESET" --workers 0 --data "$out/data")
 dynamics=("${train[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --batch-size "$BATCH" --seq-len "$SEQ_LEN" --steps "$DYNAMICS_STEPS")

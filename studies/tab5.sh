@@ -14,14 +14,15 @@
 # runs/tab5): data/, models, eval/, report/ (exploration without the world model), results.md, results.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."  # the repository root: every path below is relative to it
+source studies/steps.sh  # needs_value PLACEHOLDER "$@", step NAME COMMAND... (skipped once done), resume CHECKPOINT
 
 size=cpu games="procgen:coinrun procgen:jumper procgen:ninja procgen:climber" target=procgen:coinrun out=runs/tab5 fresh=0
 while [ $# -gt 0 ]; do
   case $1 in
-    --size) size=$2; shift 2 ;;
-    --games) games=$2; shift 2 ;;  # the pretraining games; the target must be one of them, as in the paper
-    --target) target=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
+    --size) needs_value 'cpu|gpu' "$@"; size=$2; shift 2 ;;
+    --games) needs_value '"GAME ..."' "$@"; games=$2; shift 2 ;;  # the pretraining games; the target must be one of them, as in the paper
+    --target) needs_value GAME "$@"; target=$2; shift 2 ;;
+    --out) needs_value DIR "$@"; out=$2; shift 2 ;;
     --fresh) fresh=1; shift ;;
     *) echo "error: unknown flag $1 (use --size cpu|gpu, --games \"GAME ...\", --target GAME, --out DIR, --fresh)" >&2; exit 2 ;;
   esac
@@ -47,7 +48,6 @@ esac
 [ "$fresh" = 1 ] && rm -rf "$out"
 mkdir -p "$out/done"
 
-source studies/steps.sh  # step NAME COMMAND... (skipped once done), resume CHECKPOINT
 collect=(python collect.py --max-steps "$MAX_STEPS" --workers "$WORKERS")
 train=(python train.py --preset "$preset" --workers 0)
 finetune=(--eval-every "$EVAL_EVERY" --lr "$FINETUNE_LR")  # evaluated often: the best checkpoint on validation is kept

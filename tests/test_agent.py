@@ -329,6 +329,88 @@ def test_autoexplore_learns_to_go_where_the_world_model_is_unsure(tmp_path, monk
     assert np.mean([r["reward"] for r in learned]) > 1.0 and learned[-1]["entropy"] < 1.2, rows
 
 
+# ---------------------------------------------------------------------------
+# The curiosity baselines of Tab. 6 (curiosity.py): a forward model's error in rf or vae features
+# ---------------------------------------------------------------------------
+
+def bar_frames(xs):
+    """Corridor frames with the bar at each x of xs: uint8 [n, 64, 64, 3]."""
+    game, frames = Corridor(), []
+    for x in xs:
+        game.x = int(x)
+        frames.append(game.frame())
+    return np.stack(frames)
+
+
+def corridor_transitions(rng, n, right):
+    """n transitions (o(t), a(t), o(t+1)) of the Corridor's bar: left of x = 8 it stays where it is whatever the
+    action (static), right of it the next frame shows it anywhere in the right half (unpredictable)."""
+    x = rng.integers(8, 16, n) if right else rng.integers(0, 8, n)
+    x_next = rng.integers(8, 16, n) if right else x
+    return bar_frames(x), rng.integers(0, 5, n), bar_frames(x_next)
+
+
+@pytest.mark.parametrize("features", ["rf", pytest.param("vae", marks=pytest.mark.slow)])  # vae: ~15 s
+def test_curiosity_pays_more_where_the_next_frame_cannot_be_predicted(features):
+    from curiosity import Curiosity, CuriosityConfig
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    curiosity = Curiosity(CuriosityConfig(features))
+    encoder = [w.clone() for w in curiosity.encoder.parameters()]
+    static_before = curiosity.reward(*corridor_transitions(rng, 128, right=False)).mean()
+    try:
+        for _ in range(20):  # 20 rollouts of 128 transitions, half of each region, learnt from as agent.py does
+            rollout = [np.concatenate(pair) for pair in zip(corridor_transitions(rng, 64, False), corridor_transitions(rng, 64, True))]
+            losses = curiosity.learn(*rollout, epochs=4, minibatches=4)
+    finally:
+        torch.set_num_threads(threads)
+    static, unpredictable = (curiosity.reward(*corridor_transitions(rng, 128, right)).mean() for right in (False, True))
+    # f learns the static region; where the bar lands at random its error stays near the spread of phi there
+    # (vae, seeds 0 and 1: 47x and 34x the static region's error; 2-8x after 15 rollouts, before its encoder finds the bar)
+    assert unpredictable > 3 * static, (static, unpredictable)
+    assert "forward_loss" in losses and ("vae_loss" in losses) == (features == "vae")
+    moved = [not torch.equal(a, b) for a, b in zip(encoder, curiosity.encoder.parameters())]
+    if features == "rf":  # random features stay fixed; the forward model alone learns, and the static region stops paying
+        assert not any(moved) and static < 0.1 * static_before
+    else:  # the VAE's encoder learns online beside f
+        assert all(moved)
+
+
+def test_curiosity_reward_is_half_the_squared_error_of_the_forward_model():
+    from curiosity import Curiosity, CuriosityConfig
+    torch.manual_seed(0)
+    curiosity = Curiosity(CuriosityConfig("rf", feature_dim=16, hidden=8))
+    before, after = (torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8) for _ in range(2))
+    actions = torch.tensor([0, 3, 4])
+    with torch.no_grad():
+        phi, phi_next = curiosity.features(before)[0], curiosity.features(after)[0]
+        predicted = curiosity.forward_model(phi, actions)
+    # rf: each frame's features standardised (to within layer_norm's epsilon)
+    torch.testing.assert_close(phi.mean(-1), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(phi.pow(2).mean(-1), torch.ones(3), atol=0.05, rtol=0)
+    expected = 0.5 * ((phi_next - predicted) ** 2).sum(-1)  # Burda et al. sec. 2
+    np.testing.assert_allclose(curiosity.reward(before.numpy(), actions.numpy(), after.numpy()), expected.numpy(), rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_agent_trains_on_a_curiosity_reward_and_resumes(tmp_path, monkeypatch, features="rf"):  # vae: tests/test_tab6.py
+    monkeypatch.setattr(agent, "plot_curves", lambda rows, reward, path: None)
+    flags = ["--reward", features, "--preset", "tiny", "--num-envs", "2", "--num-steps", "8", "--frame-skip", "1",
+             "--save-every", "1", "--device", "cpu", "--out", str(tmp_path)]
+    threads = torch.get_num_threads()
+    try:
+        agent.main([*flags, "--total-steps", "32"], make_env=Corridor)
+        ckpt = read_checkpoint(tmp_path / "agent.pt", "--agent")
+        agent.main([*flags, "--total-steps", "48", "--resume"], make_env=Corridor)
+    finally:
+        torch.set_num_threads(threads)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in rows] == [1, 2, 3] and all(r["reward"] > 0 and "forward_loss" in r for r in rows)
+    assert ckpt["curiosity"]["config"]["features"] == features and ckpt["args"]["reward"] == features
+
+
 def write_tiny_world_model(folder):
     """A random tiny tokenizer + dynamics, saved as train.py saves them (dynamics names its tokenizer)."""
     from dynamics import PRESETS as DYNAMICS, Dynamics
