@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from envs import ACTION_NAMES, AgentGame, GameError, check_env, default_frame_skip, make_game, select_games
-from episodes import EpisodeError, check_writable, load_episode, quiet_workers, remove_stale_tmp, save_episode
+from episodes import CTRL_C, EpisodeError, check_writable, load_episode, quiet_workers, remember_ctrl_c, remove_stale_tmp, save_episode
 
 # ---------------------------------------------------------------------------
 # Collection: one job per episode, run in worker processes (one emulator per process)
@@ -184,6 +184,8 @@ def collect_episodes(envs, args):
     start, total_frames = time.perf_counter(), 0
     with tqdm(total=len(todo), unit="ep", desc="collect") as bar:
         for env, frames, size in run_jobs(todo, args.workers):
+            if CTRL_C:  # a Ctrl-C that landed in a finaliser, where Python swallowed its KeyboardInterrupt
+                raise KeyboardInterrupt
             total_frames += frames
             for i, value in enumerate((1, frames, size)):
                 summary[env][i] += value
@@ -301,6 +303,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    remember_ctrl_c()
     try:
         main()
     except KeyboardInterrupt as e:
