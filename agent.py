@@ -16,8 +16,8 @@ curves.png carry random's level of the same reward.
 
 Reads a train.py dynamics checkpoint (it names its tokenizer). Writes OUT/agent.pt (atomic; --resume
 goes on from it), OUT/log.jsonl, OUT/curves.png. --report reads episode folders (any policy's) and
-writes OUT/report.json, report.md and report.png: game return, time alive and places reached per
-episode, which need no world model, and with --dynamics the AutoExplore reward of each step.
+writes OUT/report.json, report.md and report.png: game return, time alive, places reached and the
+actions' entropy per episode, which need no world model, and with --dynamics the AutoExplore reward of each step.
 """
 import argparse
 import functools
@@ -40,7 +40,7 @@ from checkpoints import (CheckpointError, append_log, load_world_model, read_che
                          write_log)
 from curiosity import Curiosity, CuriosityConfig
 from dynamics import token_entropy
-from envs import GameError, agent_envs, check_env, default_frame_skip, last_frames, make_game
+from envs import ACTION_NAMES, GameError, agent_envs, check_env, default_frame_skip, last_frames, make_game
 from episodes import CTRL_C, EpisodeError, check_writable, find_episodes, folder_lock, load_episode, remember_ctrl_c, write_atomic
 from pictures import save_figure
 
@@ -288,6 +288,13 @@ def coverage(frames, side=8, levels=4):
     return counts
 
 
+def action_entropy(actions):
+    """The entropy (nats) of how often an episode plays each of the 5 actions: ln 5 = 1.609 for uniform play.
+    No exploration measure, but one that tells a policy's episodes from random's without a world model."""
+    share = np.bincount(actions, minlength=len(ACTION_NAMES)) / max(1, len(actions))
+    return float(-(share[share > 0] * np.log(share[share > 0])).sum())
+
+
 def mean_se(values):
     """(mean, standard error of the mean) of a list of numbers."""
     values = np.asarray(values, np.float64)
@@ -304,8 +311,9 @@ def report(args):
     """Each --data folder's episodes, whoever played them: writes OUT/report.json, report.md and report.png.
 
     Per episode, with no world model: the game's return, the steps alive (episodes end at game over or at
-    the collector's --max-steps) and the distinct coarse pictures reached; over the folder, the coarse
-    pictures reached in the first F frames, F the same for every folder (the smallest folder's frames).
+    the collector's --max-steps), the distinct coarse pictures reached and the entropy of the actions
+    played; over the folder, the coarse pictures reached in the first F frames, F the same for every
+    folder (the smallest folder's frames).
     With --dynamics also the AutoExplore reward, exactly as the agent is paid, of every 4th step t >= 4.
     """
     from tqdm import tqdm
@@ -315,7 +323,7 @@ def report(args):
     for folder in args.data:
         episodes = [load_episode(p, 64) for p in tqdm(find_episodes(folder), desc=f"report {folder}", unit="episode")]
         measures = {"return": [e["rewards"].sum() for e in episodes], "steps_alive": [len(e["actions"]) for e in episodes],
-                    "places": [coverage(e["frames"])[-1] for e in episodes]}
+                    "places": [coverage(e["frames"])[-1] for e in episodes], "action_entropy": [action_entropy(e["actions"]) for e in episodes]}
         if world_model is not None:
             per_episode = []
             for e in episodes:  # every 4th step t >= 4: a sample of the steps keeps the report quick
@@ -335,7 +343,7 @@ def report(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "report.json", json.dumps({"frame_budget": budget, "folders": folders}, indent=2))
-    keys = [k for k in ("return", "steps_alive", "places", "autoexplore_reward") if k in next(iter(folders.values()))]
+    keys = [k for k in ("return", "steps_alive", "places", "action_entropy", "autoexplore_reward") if k in next(iter(folders.values()))]
     fmt = lambda m: f"{m[0]:.3f} ± {m[1]:.3f}" if abs(m[0]) < 10 else f"{m[0]:.1f} ± {m[1]:.1f}"
     lines = ["| episodes | policy | n | policy entropy | " + " | ".join(REPORT_TITLES[k] for k in keys) + f" | places in the first {budget} frames |",
              "|---" * (5 + len(keys)) + "|"]
@@ -348,7 +356,8 @@ def report(args):
 
 
 REPORT_TITLES = {"return": "game return per episode", "steps_alive": "steps alive per episode",
-                 "places": "coarse pictures per episode", "autoexplore_reward": "AutoExplore reward per step"}
+                 "places": "coarse pictures per episode",
+                 "action_entropy": "action entropy per episode", "autoexplore_reward": "AutoExplore reward per step"}
 
 
 # ---------------------------------------------------------------------------

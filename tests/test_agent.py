@@ -475,11 +475,17 @@ def test_exploration_report(trained, tmp_path):
     assert (random["episodes"], played["episodes"]) == (2, 3) and played["steps_alive"] == [10.0, 0.0]
     for r in (random, played):  # a random world model is unsure of everything: the reward is near its maximum 2
         assert 1 < r["autoexplore_reward"][0] <= 2 and 1 <= r["places"][0] <= 13 and r["return"][1] >= 0
+        assert 0 <= r["action_entropy"][0] <= math.log(5) + 1e-6
         curve = r["curve"]  # one count per frame of the budget, never falling
         assert len(curve) == 26 and curve[0] == 1 and np.all(np.diff(curve) >= 0) and curve[-1] == r["places_at_budget"]
     assert (tmp_path / "report" / "report.png").stat().st_size > 0 and "AutoExplore reward per step" in result.stdout
     run_script("agent.py", "--report", "--data", tmp_path / "random", "--out", tmp_path / "report-no-world-model")
     assert "autoexplore_reward" not in json.loads((tmp_path / "report-no-world-model" / "report.json").read_text())["folders"][str(tmp_path / "random")]
+
+
+def test_action_entropy_is_ln5_for_uniform_play_and_zero_for_one_action():
+    assert agent.action_entropy(np.arange(500) % 5) == pytest.approx(math.log(5))
+    assert agent.action_entropy(np.full(40, 4)) == 0 and agent.action_entropy(np.array([0, 1])) == pytest.approx(math.log(2))
 
 
 def test_coverage_counts_new_coarse_pictures_only():
