@@ -25,6 +25,7 @@ import functools
 import io
 import os
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -169,7 +170,12 @@ def remember_ctrl_c():
     def handler(signum, frame):
         CTRL_C.append(signum)
         raise KeyboardInterrupt
+
+    def unraisable(info):  # Python's "Exception ignored in ... Traceback" for the swallowed Ctrl-C: stay quiet
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            sys.__unraisablehook__(info)
     signal.signal(signal.SIGINT, handler)
+    sys.unraisablehook = unraisable
 
 
 @contextlib.contextmanager

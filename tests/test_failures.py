@@ -209,6 +209,32 @@ def test_ctrl_c_of_two_collect_workers_is_one_line_and_keeps_whole_episodes(tmp_
     assert all(load_episode(p) for p in find_episodes(out))
 
 
+def test_a_ctrl_c_that_lands_in_a_finaliser_prints_no_traceback_and_is_remembered():
+    """Python swallows an exception raised in a weakref callback or a __del__ and prints it; for Ctrl-C the
+    scripts stay quiet (their loops see it in CTRL_C and stop with their one line), for anything else it shows."""
+    code = """
+import gc, os, signal, weakref
+import episodes
+episodes.remember_ctrl_c()
+class Thing:
+    pass
+def on_collect(ref):
+    os.kill(os.getpid(), signal.SIGINT)  # the handler raises here, inside the callback
+thing = Thing()
+ref = weakref.ref(thing, on_collect)
+del thing
+class Broken:
+    def __del__(self):
+        raise ValueError("a real bug in a finaliser")
+Broken()
+gc.collect()
+print("ctrl-c seen", len(episodes.CTRL_C))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ctrl-c seen 1", done.stderr
+    assert "KeyboardInterrupt" not in done.stderr and "ValueError: a real bug in a finaliser" in done.stderr
+
+
 def test_ctrl_c_of_the_agent_names_its_checkpoint(tmp_path):
     out = tmp_path / "agent"
     agent = start("agent.py", "--reward", "env", "--preset", "tiny", "--num-envs", 2, "--num-steps", 8,
