@@ -13,15 +13,7 @@ from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer
 from toy import MOVES, decode_patches, encode_patches, toy_batch
 
 SMALL = replace(PRESETS["tiny"], grid=(4, 4), num_codes=16)  # fast enough for unit tests
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is as fast as two and does not stall when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_model(seed=0, **overrides):

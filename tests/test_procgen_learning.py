@@ -18,17 +18,9 @@ from metrics import psnr
 
 pytest.importorskip("procgen")
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow  # collects CoinRun, then trains two models through train.py
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # collects CoinRun, then trains two models through train.py
 TINY = ["--preset", "tiny", "--workers", "0", "--warmup", "30"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per process: no oversubscription on 2 shared cores
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run(script, *args):

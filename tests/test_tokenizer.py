@@ -9,10 +9,12 @@ import torch.multiprocessing as mp
 from tokenizer import PRESETS, Tokenizer, VectorQuantizer, patchify, unpatchify
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-    torch.set_num_threads(1)
 
 
 def tiny():

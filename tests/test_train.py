@@ -23,14 +23,9 @@ from metrics import psnr
 from train import TrainingError, evaluate, main
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow  # every test trains through train.py
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # every test trains through train.py
 TINY = ["--preset", "tiny", "--workers", "0", "--batch-size", "2", "--seq-len", "4", "--stride", "4"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread per process: no oversubscription when runs share 2 cores
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
 
 
 def train(*args):
