@@ -15,6 +15,7 @@ import torch
 
 import agent
 import envs
+import exploration
 from actor_critic import Policy
 from episodes import find_episodes, load_episode
 from checkpoints import read_checkpoint
@@ -484,15 +485,15 @@ def test_exploration_report(trained, tmp_path):
 
 
 def test_action_entropy_is_ln5_for_uniform_play_and_zero_for_one_action():
-    assert agent.action_entropy(np.arange(500) % 5) == pytest.approx(math.log(5))
-    assert agent.action_entropy(np.full(40, 4)) == 0 and agent.action_entropy(np.array([0, 1])) == pytest.approx(math.log(2))
+    assert exploration.action_entropy(np.arange(500) % 5) == pytest.approx(math.log(5))
+    assert exploration.action_entropy(np.full(40, 4)) == 0 and exploration.action_entropy(np.array([0, 1])) == pytest.approx(math.log(2))
 
 
 def test_coverage_counts_new_coarse_pictures_only():
     black, white = np.zeros((64, 64, 3), np.uint8), np.full((64, 64, 3), 255, np.uint8)
     speck = black.copy()
     speck[0, 0] = 255  # one pixel changes a cell average by 4: not a new picture
-    assert agent.coverage(np.stack([black, speck, white, black, white])).tolist() == [1, 1, 2, 2, 2]
+    assert exploration.coverage(np.stack([black, speck, white, black, white])).tolist() == [1, 1, 2, 2, 2]
 
 
 @pytest.mark.slow
