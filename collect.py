@@ -43,6 +43,20 @@ class Job:
     resolution: int
     agent: str = None  # --policy agent: the agent checkpoint; None: the random agent
     epsilon: float = 0.15  # --policy agent: share of uniformly random actions
+    hold: int = 1  # the random agent: each uniform action is held for 1 to `hold` steps
+
+
+def random_policy_name(hold):
+    """The episodes' `policy` of the random agent: "random", or "random:hold8" when it holds its actions."""
+    return "random" if hold == 1 else f"random:hold{hold}"
+
+
+def random_actions(rng, hold):
+    """Uniform random actions, each held for a uniform 1 to `hold` agent steps (hold 1: a new one every step).
+    Held actions move a character further than one action does, so the dynamics model sees what each key does."""
+    while True:
+        action = int(rng.integers(len(ACTION_NAMES)))
+        yield from [action] * (int(rng.integers(1, hold + 1)) if hold > 1 else 1)
 
 
 def episode_seed(seed, env, index):
@@ -87,12 +101,12 @@ def run_episode(job):
     """Play one episode (random agent, or the agent of --policy agent) and write it; returns (env, frames, bytes)."""
     policy = open_policy(job.agent, job.epsilon) if job.agent else None
     game = open_game(job.env, job.frame_skip, job.resolution, agent=policy is not None)
-    rng = np.random.default_rng(job.seed)
+    randoms = random_actions(np.random.default_rng(job.seed), job.hold)
     frames, actions, rewards = [game.reset(job.seed)], [], []
     if policy:
         policy.reset(job.seed)  # the episode depends only on its seed, as a random one does
     for _ in range(job.max_steps):
-        action = policy.act(game.obs) if policy else int(rng.integers(len(ACTION_NAMES)))
+        action = policy.act(game.obs) if policy else next(randoms)
         frame, reward, done = game.step(action)
         if frame is None:  # procgen ends a level without showing its last frame: the reward joins the step before
             if rewards:
@@ -102,7 +116,7 @@ def run_episode(job):
         if done:
             break
     size = save_episode(job.path, np.stack(frames), actions, rewards, ACTION_NAMES, job.env,
-                        policy.name if policy else "random", job.frame_skip)
+                        policy.name if policy else random_policy_name(job.hold), job.frame_skip)
     return job.env, len(frames), size
 
 
@@ -112,7 +126,7 @@ def make_job(env, index, split, args, max_steps):
     path = Path(args.out) / split / f"{env.replace(':', '-')}_seed{args.seed}_{index:05d}.npz"
     return Job(env, index, episode_seed(args.seed, env, index), str(path), max_steps,
                args.frame_skip or default_frame_skip(env), args.resolution,
-               args.agent if args.policy == "agent" else None, args.epsilon)
+               args.agent if args.policy == "agent" else None, args.epsilon, args.hold)
 
 
 def collected_as(path, job):
@@ -124,6 +138,9 @@ def collected_as(path, job):
         raise EpisodeError(f"{path} was collected at {size}x{size} pixels and frame skip {skip}, but this command asks for "
                            f"{job.resolution}x{job.resolution} and frame skip {job.frame_skip}: collect into another --out, "
                            f"or pass --resolution {size} --frame-skip {skip}")
+    if not job.agent and episode["policy"] != random_policy_name(job.hold):
+        raise EpisodeError(f"{path} was played by policy {episode['policy']}, but this command asks for {random_policy_name(job.hold)}: "
+                           f"collect into another --out, or pass the --hold it was collected with")
     return episode
 
 
@@ -255,6 +272,7 @@ def parse_args(argv=None):
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (one emulator each)")
     p.add_argument("--policy", choices=["random", "agent"], default="random", help="uniform random actions, or a trained agent.py agent")
     p.add_argument("--agent", default=None, help="--policy agent: the agent checkpoint (agent.py writes OUT/agent.pt)")
+    p.add_argument("--hold", type=positive_int, default=1, help="--policy random: hold each uniform action for 1 to HOLD steps (1: a new action every step)")
     p.add_argument("--epsilon", type=fraction, default=0.15, help="--policy agent: share of uniformly random actions")
     p.add_argument("--val-fraction", type=fraction, default=0.01, help="share of episodes per env written to val/ (at least one)")
     p.add_argument("--split", choices=["train", "val", "test"], default=None, help="write every episode to OUT/SPLIT (e.g. a held-out test set) instead of the train/val split")
@@ -266,6 +284,8 @@ def parse_args(argv=None):
         p.error(f"--frames must be at least 2 (an episode's first frame and one step), got {args.frames}")
     if args.policy == "agent" and not (args.agent and Path(args.agent).is_file()):
         p.error(f"--policy agent needs --agent CKPT, an agent checkpoint of agent.py (got {args.agent})")
+    if args.policy == "agent" and args.hold > 1:
+        p.error("--hold is the random agent's; an agent picks every action itself (use --epsilon for its random share)")
     return args
 
 

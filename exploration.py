@@ -82,8 +82,9 @@ def report(args):
                     per_episode.append(world_model_uncertainty(world_model, *windows).mean())
             measures["autoexplore_reward"] = per_episode
         policies = sorted({e["policy"] for e in episodes})
+        uniform = len(policies) == 1 and policies[0].split(":")[0] == "random"  # "random", or "random:hold8": uniform actions
         folders[str(folder)] = {"policy": ", ".join(policies), "episodes": len(episodes), "frames": sum(len(e["frames"]) for e in episodes),
-                                "entropy": math.log(5) if policies == ["random"] else entropies.get(policies[0]) if len(policies) == 1 else None,
+                                "entropy": math.log(5) if uniform else entropies.get(policies[0]) if len(policies) == 1 else None,
                                 **{k: mean_se(v) for k, v in measures.items()}, "_frames": np.concatenate([e["frames"] for e in episodes])}
     budget = min(r["frames"] for r in folders.values())
     for r in folders.values():

@@ -7,7 +7,8 @@
 #   bash loop.sh --preset small --env procgen:coinrun --pretrain-envs "procgen:jumper procgen:ninja procgen:climber"
 #
 # Every step skips work whose output exists, so re-running continues an interrupted loop;
-# --fresh starts over. Step sizes can be overridden from the environment (e.g. TOKENIZER_STEPS=5).
+# --fresh starts over. Step sizes can be overridden from the environment (e.g. TOKENIZER_STEPS=5), and so can
+# HOLD, the random agent's runs of one action (collect.py --hold; default 1, a new action every step).
 # Writes everything under OUT (default runs/loop): data/, models, eval/, results.md, results.png.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -54,6 +55,7 @@ esac
 mkdir -p "$out/done"
 
 collect=(python collect.py --max-steps "$MAX_STEPS" --workers "$WORKERS")
+random_agent=(--hold "${HOLD:=1}")  # the random agent's data: pretraining and the fine-tuning control
 train=(python train.py --preset "$preset" --workers 0)
 tokenizer_clips=(--batch-size "$TOKENIZER_BATCH" --seq-len "$TOKENIZER_SEQ_LEN")  # tiny: no encoder blocks, a frame is coded alone
 dynamics_clips=(--batch-size "$BATCH" --seq-len "$SEQ_LEN")  # 2 context + 10 predicted frames: the evaluation's windows
@@ -64,9 +66,9 @@ ppo=(python agent.py --env "$env" --preset "$preset" --max-steps "$MAX_STEPS" --
 # 1. Random-agent data (sec. 5.1): the pretraining games, or the target game alone.
 if [ -n "$pretrain_envs" ]; then
   tr ' ' '\n' <<<"$pretrain_envs" >"$out/pretrain_games.txt"
-  step collect-pretrain "${collect[@]}" --games "$out/pretrain_games.txt" --episodes "$EPISODES" --seed 0 --out "$out/data/pretrain"
+  step collect-pretrain "${collect[@]}" "${random_agent[@]}" --games "$out/pretrain_games.txt" --episodes "$EPISODES" --seed 0 --out "$out/data/pretrain"
 else
-  step collect-pretrain "${collect[@]}" --env "$env" --episodes "$EPISODES" --seed 0 --out "$out/data/pretrain"
+  step collect-pretrain "${collect[@]}" "${random_agent[@]}" --env "$env" --episodes "$EPISODES" --seed 0 --out "$out/data/pretrain"
 fi
 
 # 2. Pretrain the tokenizer, then GenieRedux-G dynamics on its tokens (sec. 4).
@@ -81,7 +83,7 @@ step collect-explore "${collect[@]}" --env "$env" --policy agent --agent "$out/a
 
 # 5.-6. Fine-tune on exploration data and, as the control, on as much fresh random data (sec. 5.3):
 #       the tokenizer's decoder first (the paper: 1,000 iterations), then the dynamics model.
-step collect-random "${collect[@]}" --env "$env" --episodes "$FT_EPISODES" --seed 2 --out "$out/data/random"
+step collect-random "${collect[@]}" "${random_agent[@]}" --env "$env" --episodes "$FT_EPISODES" --seed 2 --out "$out/data/random"
 for source in explore random; do
   step "tokenizer-$source" "${train[@]}" "${tokenizer_clips[@]}" --model tokenizer --decoder-only --init "$out/tokenizer/ckpt.pt" \
     --data "$out/data/$source" --steps "$DECODER_STEPS" --lr "$FINETUNE_LR" --out "$out/tokenizer-$source" $(resume "$out/tokenizer-$source/ckpt.pt")

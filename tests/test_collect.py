@@ -91,6 +91,25 @@ def test_foreign_procgen_episodes_follow_the_contract_with_runs_of_actions(tmp_p
     assert (actions[1:] == actions[:-1]).mean() > 0.6  # runs of 1-16 repeats; uniform play repeats 20% of the time
 
 
+def test_a_random_agent_that_holds_its_actions_says_so_and_a_rerun_cannot_mix_it_with_another(tmp_path):
+    """--hold 8: runs of one uniform action, named in the episodes' policy; hold 1 keeps the old episodes exactly."""
+    pytest.importorskip("procgen")
+    flags = ("--env", "procgen:coinrun:mono", "--episodes", 3, "--max-steps", 60, "--split", "test")
+    for hold in (1, 8):
+        assert run_collect(*flags, "--hold", hold, "--out", tmp_path / f"hold{hold}").returncode == 0
+    assert run_collect(*flags, "--out", tmp_path / "default").returncode == 0
+    held, plain, default = (episodes_of(tmp_path / name) for name in ("hold8", "hold1", "default"))
+    assert {ep["policy"] for ep in held.values()} == {"random:hold8"} and {ep["policy"] for ep in plain.values()} == {"random"}
+    for name, ep in plain.items():  # --hold 1 is the default: the very same episodes
+        np.testing.assert_array_equal(ep["actions"], default[name]["actions"])
+    repeats = lambda eps: np.mean(np.concatenate([ep["actions"][1:] == ep["actions"][:-1] for ep in eps.values()]))
+    assert repeats(held) > 0.6 > 0.4 > repeats(plain)  # held runs average 4.5 steps; uniform play repeats 20% of the time
+    result = run_collect(*flags, "--out", tmp_path / "hold8")  # the same folder without --hold: refused, not mixed
+    assert result.returncode != 0 and "played by policy random:hold8" in result.stderr and "--hold" in result.stderr.splitlines()[-1]
+    result = run_collect("--policy", "agent", "--agent", __file__, "--hold", 2, "--out", tmp_path / "agent")
+    assert result.returncode != 0 and "--hold is the random agent's" in result.stderr
+
+
 def test_procgen_visuals_are_part_of_the_game_name(tmp_path):
     pytest.importorskip("procgen")
     colours = {}
