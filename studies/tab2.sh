@@ -7,7 +7,10 @@
 #   bash studies/tab2.sh --size gpu      # small preset on one GPU
 #
 # Every step skips work whose output exists, so re-running continues an interrupted run; --fresh starts
-# over. Sizes can be overridden from the environment (e.g. DYNAMICS_STEPS=5 bash studies/tab2.sh).
+# over. Sizes can be overridden from the environment (e.g. DYNAMICS_STEPS=5 bash studies/tab2.sh), and so
+# can GAME (default procgen:coinrun, the paper's visuals) and HOLD, the random agent's runs of one action
+# (collect.py --hold; default 1): GAME=procgen:coinrun:mono HOLD=8 TOKENIZER_STEPS=3000 DYNAMICS_STEPS=2500
+# is the CoinRun setting whose model learns on the CPU.
 # Writes everything under OUT (default runs/tab2): data/, tokenizer/, lam/, genieredux/, genieredux-g/,
 # eval/, and the table results.md with results.png.
 set -euo pipefail
@@ -40,7 +43,7 @@ esac
 [ "$fresh" = 1 ] && rm -rf "$out"
 mkdir -p "$out/done"
 
-collect=(python collect.py --env procgen:coinrun --max-steps "$MAX_STEPS" --workers "$WORKERS" --out "$out/data")
+collect=(python collect.py --env "${GAME:=procgen:coinrun}" --hold "${HOLD:=1}" --max-steps "$MAX_STEPS" --workers "$WORKERS" --out "$out/data")
 train=(python train.py --preset "$PRESET" --workers 0 --data "$out/data")
 dynamics=("${train[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --batch-size "$BATCH" --seq-len "$SEQ_LEN" --steps "$DYNAMICS_STEPS")
 # one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as docs/RESULTS.md's tables were measured
