@@ -215,10 +215,10 @@ def collect_episodes(envs, args):
 def raw_steps(job):
     """Benchmark baseline: the same env, actions and frame skip, but no resize, no recording, no file."""
     game = open_game(job.env, job.frame_skip, job.resolution)
-    rng = np.random.default_rng(job.seed)
+    randoms = random_actions(np.random.default_rng(job.seed), job.hold)
     game.reset(job.seed)
     for _ in range(job.max_steps):
-        if game.step(int(rng.integers(len(ACTION_NAMES))), render=False)[2]:
+        if game.step(next(randoms), render=False)[2]:
             game.reset(job.seed)
     return job.max_steps
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import evaluate
+import reports
 from checkpoints import CheckpointError
 from conftest import ROOT
 from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics
@@ -285,7 +286,7 @@ def test_report_files(tmp_path):
     metrics["fid_unavailable"] = "FID Inception weights not found"
     uncertainty = evaluate.token_uncertainty(oracle, sample["tokens"], sample["actions"])
     assert uncertainty.shape == (11, 16, 16) and uncertainty.max() < 0.1  # the oracle is sure of every token
-    evaluate.write_report(tmp_path, metrics, sample, uncertainty)
+    reports.write_report(tmp_path, metrics, sample, uncertainty)
     table = (tmp_path / "results.md").read_text()
     for text in ("dynamics, one-go", "tokenizer reconstruction (ceiling)", "copy last context frame (floor)",
                  "FID unavailable: FID Inception weights not found", "delta_t PSNR"):
@@ -303,7 +304,7 @@ def test_compare_tabulates_several_evaluations(tmp_path):
     oracle, windows = Oracle(), toy_windows(1)
     for name in ("pretrained", "finetuned-explore"):
         metrics, sample = evaluate.evaluate_windows(oracle, ToyTokenizer(), windows, ("one-go", "autoregressive"))
-        evaluate.write_report(tmp_path / name, metrics, sample, torch.zeros(11, 16, 16))
+        reports.write_report(tmp_path / name, metrics, sample, torch.zeros(11, 16, 16))
     evaluate.main(["--compare", str(tmp_path / "pretrained"), str(tmp_path / "finetuned-explore"), "--out", str(tmp_path)])
     table = (tmp_path / "results.md").read_text()
     for row in ("pretrained, dynamics, one-go", "pretrained, dynamics, autoregressive", "finetuned-explore, dynamics, one-go",
@@ -317,7 +318,7 @@ def test_compare_gives_each_data_folder_its_own_floor(tmp_path):
     oracle = Oracle()
     for name, folder, seed in (("on-random", "data/random", 1), ("on-explore", "data/explore", 2)):
         metrics, sample = evaluate.evaluate_windows(oracle, ToyTokenizer(), toy_windows(1, seed=seed))
-        evaluate.write_report(tmp_path / name, {**metrics, "data": folder}, sample, torch.zeros(11, 16, 16))
+        reports.write_report(tmp_path / name, {**metrics, "data": folder}, sample, torch.zeros(11, 16, 16))
     evaluate.main(["--compare", str(tmp_path / "on-random"), str(tmp_path / "on-explore"), "--out", str(tmp_path)])
     table = (tmp_path / "results.md").read_text()
     assert "| on-random, copy last context frame (floor) |" in table and "| on-explore, copy last context frame (floor) |" in table
@@ -328,7 +329,7 @@ def test_compare_names_each_protocol_and_adds_the_papers_numbers(tmp_path):
     oracle, windows = Oracle(), toy_windows(1)
     for name, protocols in (("both", ("random", "swap")), ("random", ("random",)), ("swap", ("swap",))):
         metrics, sample = evaluate.evaluate_windows(oracle, ToyTokenizer(), windows, protocols=protocols, anneal=True)
-        evaluate.write_report(tmp_path / name, metrics, sample, torch.zeros(11, 16, 16))
+        reports.write_report(tmp_path / name, metrics, sample, torch.zeros(11, 16, 16))
     assert "delta_t PSNR (t=4, swap)" in (tmp_path / "swap" / "results.md").read_text()
     evaluate.main(["--compare", *(str(tmp_path / n) for n in ("both", "random", "swap")), "--out", str(tmp_path),
                    "--paper", "GenieRedux-G", "33.41", "0.92", "18.88", "--paper", "LAM", "33.97", "0.92", "-"])
@@ -356,7 +357,7 @@ def test_lam_reconstruction_row():
     frames = torch.from_numpy(np.stack([f for f, _ in windows])).float() / 255
     assert row["psnr"] == pytest.approx(psnr(frames[:, 2:], frames[:, 1:-1]).mean().item(), rel=1e-6)
     assert len(row["psnr_by_horizon"]) == evaluate.HORIZON and "fid" not in row
-    assert evaluate.cells(row, ["random"]).endswith("| - | - |")
+    assert reports.cells(row, ["random"]).endswith("| - | - |")
 
 
 def gif_seconds(path):
