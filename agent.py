@@ -169,9 +169,10 @@ def train(args, make_env=None, world_model=None):
     envs = agent_envs(make_env, N, args.frame_skip, args.max_steps, R)
     num_updates = max(1, args.total_steps // (N * T))
     obs_buf = torch.zeros(T, N, R, R, 3, dtype=torch.uint8, device=device)
-    starts_buf, actions_buf, logp_buf, values_buf, rewards_buf = torch.zeros(5, T, N, device=device)
+    starts_buf, last_buf, actions_buf, logp_buf, values_buf, rewards_buf = torch.zeros(6, T, N, device=device)
     frames, _ = envs.reset(seed=[[args.seed + start, i] for i in range(N)])  # seeds from (seed, env index); obs is the frame
     recent, obs, starts = RecentFrames(frames), torch.from_numpy(frames).to(device), torch.ones(N, device=device)
+    last_action = torch.zeros(N, dtype=torch.long, device=device)  # the action that led to obs (none at a start)
     state, ep_length, ep_return = model.initial_state(N, device), np.zeros(N, np.int64), np.zeros(N)
     bar = tqdm(range(start, num_updates), initial=start, total=num_updates, desc=f"agent ({args.reward})", unit="update")
     for update in bar:
@@ -186,9 +187,9 @@ def train(args, make_env=None, world_model=None):
 
         # 1. Rollout: N envs x T steps; the LSTM state carries across steps and updates
         for t in range(T):
-            obs_buf[t], starts_buf[t] = obs, starts
+            obs_buf[t], starts_buf[t], last_buf[t] = obs, starts, last_action
             with torch.no_grad():
-                logits, value, state = model(obs[None], state, starts[None])
+                logits, value, state = model(obs[None], last_action[None], state, starts[None])
             dist = Categorical(logits=torch.zeros_like(logits[0]) if uniform else logits[0])
             action = dist.sample()
             actions_buf[t], logp_buf[t], values_buf[t], entropies[t] = action, dist.log_prob(action), value[0], dist.entropy().mean()
@@ -211,10 +212,11 @@ def train(args, make_env=None, world_model=None):
             finished += [(ep_length[i], ep_return[i]) for i in np.flatnonzero(done)]
             ep_length[done], ep_return[done] = 0, 0
             obs, starts = torch.from_numpy(next_obs).to(device), torch.as_tensor(done, dtype=torch.float32, device=device)
+            last_action = action
 
         # 2. Bootstrap from the value of the next observation; GAE (Schulman et al. 2016)
         with torch.no_grad():
-            next_value = model(obs[None], state, starts[None])[1][0]
+            next_value = model(obs[None], last_action[None], state, starts[None])[1][0]
         advantages, gae = torch.zeros_like(rewards_buf), 0
         for t in reversed(range(T)):
             next_starts, next_v = (starts_buf[t + 1], values_buf[t + 1]) if t + 1 < T else (starts, next_value)
@@ -225,7 +227,7 @@ def train(args, make_env=None, world_model=None):
         # 3. PPO epochs; a minibatch is a set of whole env sequences, so the LSTM re-runs from first_state
         for _ in range(0 if uniform else args.epochs):
             for mb in torch.randperm(N, device=device).chunk(min(args.minibatches, N)):
-                logits, value, _ = model(obs_buf[:, mb], (first_state[0][mb], first_state[1][mb]), starts_buf[:, mb])
+                logits, value, _ = model(obs_buf[:, mb], last_buf[:, mb], (first_state[0][mb], first_state[1][mb]), starts_buf[:, mb])
                 dist = Categorical(logits=logits)
                 log_ratio = dist.log_prob(actions_buf[:, mb].long()) - logp_buf[:, mb]
                 ratio = log_ratio.exp()

@@ -56,18 +56,40 @@ def test_folder(root):
     return next((root / s for s in ("test", "val") if any((root / s).rglob("*.npz"))), root)
 
 
-def load_windows(folder, max_windows=None, resolution=64):
-    """Test windows of the episodes under `folder` (see test_folder), at most max_windows."""
-    paths, windows = find_episodes(folder), []  # EpisodeError names the folder when it holds none
-    for path in paths:
-        episode = load_episode(path, resolution)
-        windows += cut_windows(episode["frames"], episode["actions"])
-        if max_windows and len(windows) >= max_windows:
-            break
-    if not windows:
+def window_count(path):
+    """How many test windows cut_windows gives episode `path`, reading its actions alone (a bad file raises)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            steps = len(data["actions"])
+    except Exception:
+        load_episode(path)  # raises the EpisodeError that names the file and the fault
+        raise
+    return max(0, (steps + 1 - CONTEXT - HORIZON) // STRIDE + 1)
+
+
+def load_windows(folder, max_windows=None, resolution=64, spread=True):
+    """Test windows of the episodes under `folder` (see test_folder), at most max_windows.
+
+    spread: the max_windows are spaced evenly over all of the folder's windows, so that every episode, and
+    every part of an episode, is as likely to be tested (windows of one episode are alike: the first few
+    episodes alone would make a small, correlated sample). spread=False: the first max_windows in file order.
+    """
+    paths = find_episodes(folder)  # EpisodeError names the folder when it holds none
+    counts = [window_count(p) for p in paths]
+    total, windows, offset = sum(counts), [], 0
+    if not total:
         raise EpisodeError(f"no episode of the {len(paths)} under {folder} is long enough: a test window needs "
-                        f"{CONTEXT + HORIZON} frames ({CONTEXT} context + {HORIZON} predicted)")
-    return windows[:max_windows]
+                           f"{CONTEXT + HORIZON} frames ({CONTEXT} context + {HORIZON} predicted)")
+    n = min(total, max_windows or total)
+    chosen = np.linspace(0, total - 1, n).round().astype(int) if spread else np.arange(n)  # global window indices
+    for path, count in zip(paths, counts):
+        picks = chosen[(chosen >= offset) & (chosen < offset + count)] - offset
+        if len(picks):
+            episode = load_episode(path, resolution)
+            cut = cut_windows(episode["frames"], episode["actions"])
+            windows += [(cut[i][0].copy(), cut[i][1].copy()) for i in picks]  # copies: the episode's frames are freed
+        offset += count
+    return windows
 
 
 def check_actions(windows, num_actions, folder):

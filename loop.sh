@@ -26,29 +26,30 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# Sizes per preset: episodes per env and their length, optimiser steps, the fine-tuning learning rate (tiny
-# pretrains at 2e-3, which would wreck a fine-tuned decoder), and both agents' PPO: the same settings for
-# either reward, over NUM_ENVS games, ROLLOUT steps per update, the first RANDOM_UPDATES played by the
-# uniform random policy (random's level on the curves). AGENT_STEPS and RANDOM_UPDATES are AutoExplore's
-# (tiny: 7 x 64 random steps per env cover a whole 400-step episode; its entropy falls below 1.45 after
-# ~10,000 steps, 3 min); ENV_AGENT_STEPS and ENV_RANDOM_UPDATES are those of the test set's player, which
-# must learn the game (tiny: 1.3-1.7x random's return on Airstriker in 24,576 steps, 2-4 min). Tiny discounts
-# AutoExplore at GAMMA 0.9: its reward of step t depends on the actions a(t-4)..a(t-1) directly, and a
-# short horizon keeps that signal above the noise of later rewards; the game's reward (an enemy shot down)
-# comes later than the action that earned it, so the env agent discounts at ENV_GAMMA 0.95.
+# Sizes per preset: episodes per env and their length (tiny: 700 agent steps, the paper's 700-frame sessions; random
+# play ends at game over after ~380), optimiser steps, the frames of each fine-tuning dataset (the same for exploration
+# and random data), the fine-tuning learning rate (tiny pretrains at 2e-3, which would wreck a fine-tuned decoder),
+# and both agents' PPO over NUM_ENVS games, the first updates played by the uniform random policy (random's level on
+# the curves). AutoExplore (AGENT_STEPS, ROLLOUT steps per update, RANDOM_UPDATES, GAMMA, GAE_LAMBDA) takes short
+# rollouts, so many updates, and a short horizon: its reward of step t depends on a(t-4)..a(t-1) directly and on the
+# episode's phase (which no action changes) otherwise, so a short horizon keeps the signal above that noise (tiny: its
+# entropy falls below 1.45 after ~6,000 steps). The test set's player (ENV_AGENT_STEPS, ENV_ROLLOUT, ENV_RANDOM_UPDATES,
+# ENV_GAMMA) must learn the game, whose reward (an enemy shot down) comes later than the action that earned it.
 case $preset in
-  tiny)  : "${EPISODES:=40}" "${MAX_STEPS:=400}" "${TOKENIZER_STEPS:=800}" "${TOKENIZER_BATCH:=12}" "${TOKENIZER_SEQ_LEN:=4}" \
-           "${DYNAMICS_STEPS:=1500}" "${FT_EPISODES:=10}" "${DECODER_STEPS:=50}" "${FINETUNE_STEPS:=100}" \
+  tiny)  : "${EPISODES:=40}" "${MAX_STEPS:=700}" "${TOKENIZER_STEPS:=800}" "${TOKENIZER_BATCH:=12}" "${TOKENIZER_SEQ_LEN:=4}" \
+           "${DYNAMICS_STEPS:=1500}" "${FT_FRAMES:=4000}" "${DECODER_STEPS:=50}" "${FINETUNE_STEPS:=100}" \
            "${TEST_EPISODES:=10}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${WORKERS:=2}" \
            "${MASKGIT_STEPS:=8}" "${TEMPERATURE:=0}" "${FINETUNE_LR:=2e-4}" \
-           "${AGENT_STEPS:=16384}" "${ENV_AGENT_STEPS:=24576}" "${NUM_ENVS:=8}" "${ROLLOUT:=64}" "${RANDOM_UPDATES:=7}" "${ENV_RANDOM_UPDATES:=2}" \
-           "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" "${GAMMA:=0.9}" "${ENV_GAMMA:=0.95}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
+           "${AGENT_STEPS:=16384}" "${NUM_ENVS:=8}" "${ROLLOUT:=32}" "${RANDOM_UPDATES:=14}" "${GAMMA:=0.8}" "${GAE_LAMBDA:=0.9}" \
+           "${ENV_AGENT_STEPS:=24576}" "${ENV_ROLLOUT:=64}" "${ENV_RANDOM_UPDATES:=2}" "${ENV_GAMMA:=0.95}" \
+           "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
   small) : "${EPISODES:=400}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=8000}" "${TOKENIZER_BATCH:=16}" "${TOKENIZER_SEQ_LEN:=16}" \
-           "${DYNAMICS_STEPS:=8000}" "${FT_EPISODES:=100}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=2000}" \
+           "${DYNAMICS_STEPS:=8000}" "${FT_FRAMES:=50000}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=2000}" \
            "${TEST_EPISODES:=40}" "${EVAL_WINDOWS:=400}" "${BATCH:=16}" "${SEQ_LEN:=16}" "${WORKERS:=8}" \
            "${MASKGIT_STEPS:=25}" "${TEMPERATURE:=0}" "${FINETUNE_LR:=1e-4}" \
-           "${AGENT_STEPS:=200000}" "${ENV_AGENT_STEPS:=200000}" "${NUM_ENVS:=8}" "${ROLLOUT:=128}" "${RANDOM_UPDATES:=4}" "${ENV_RANDOM_UPDATES:=4}" \
-           "${AGENT_LR:=2.5e-4}" "${ENT_COEF:=0.01}" "${GAMMA:=0.99}" "${ENV_GAMMA:=0.99}" "${EPOCHS:=4}" "${CLIP:=0.1}" ;;
+           "${AGENT_STEPS:=200000}" "${NUM_ENVS:=8}" "${ROLLOUT:=128}" "${RANDOM_UPDATES:=4}" "${GAMMA:=0.99}" "${GAE_LAMBDA:=0.95}" \
+           "${ENV_AGENT_STEPS:=200000}" "${ENV_ROLLOUT:=128}" "${ENV_RANDOM_UPDATES:=4}" "${ENV_GAMMA:=0.99}" \
+           "${AGENT_LR:=2.5e-4}" "${ENT_COEF:=0.01}" "${EPOCHS:=4}" "${CLIP:=0.1}" ;;
   *) echo "error: --preset must be tiny or small, got '$preset'" >&2; exit 2 ;;
 esac
 [ "$fresh" = 1 ] && rm -rf "$out"
@@ -60,8 +61,8 @@ train=(python train.py --preset "$preset" --workers 0)
 tokenizer_clips=(--batch-size "$TOKENIZER_BATCH" --seq-len "$TOKENIZER_SEQ_LEN")  # tiny: no encoder blocks, a frame is coded alone
 dynamics_clips=(--batch-size "$BATCH" --seq-len "$SEQ_LEN")  # 2 context + 10 predicted frames: the evaluation's windows
 evaluate=(python evaluate.py --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature "$TEMPERATURE")
-ppo=(python agent.py --env "$env" --preset "$preset" --max-steps "$MAX_STEPS" --num-envs "$NUM_ENVS" --num-steps "$ROLLOUT"
-     --lr "$AGENT_LR" --ent-coef "$ENT_COEF" --epochs "$EPOCHS" --clip "$CLIP")
+ppo=(python agent.py --env "$env" --preset "$preset" --max-steps "$MAX_STEPS" --num-envs "$NUM_ENVS" --lr "$AGENT_LR"
+     --ent-coef "$ENT_COEF" --epochs "$EPOCHS" --clip "$CLIP")
 
 # 1. Random-agent data (sec. 5.1): the pretraining games, or the target game alone.
 if [ -n "$pretrain_envs" ]; then
@@ -76,14 +77,14 @@ step tokenizer "${train[@]}" "${tokenizer_clips[@]}" --model tokenizer --data "$
 step dynamics "${train[@]}" "${dynamics_clips[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --data "$out/data/pretrain" --steps "$DYNAMICS_STEPS" --out "$out/dynamics" $(resume "$out/dynamics/ckpt.pt")
 
 # 3. AutoExplore: PPO on the world model's token uncertainty only (sec. 4, eqs. 2-4).
-step agent "${ppo[@]}" --total-steps "$AGENT_STEPS" --random-updates "$RANDOM_UPDATES" --gamma "$GAMMA" --reward autoexplore --dynamics "$out/dynamics/ckpt.pt" --out "$out/agent" $(resume "$out/agent/agent.pt")
+step agent "${ppo[@]}" --total-steps "$AGENT_STEPS" --num-steps "$ROLLOUT" --random-updates "$RANDOM_UPDATES" --gamma "$GAMMA" --gae-lambda "$GAE_LAMBDA" --reward autoexplore --dynamics "$out/dynamics/ckpt.pt" --out "$out/agent" $(resume "$out/agent/agent.pt")
 
 # 4. Exploration data on the target game: the agent's sampled actions plus 15% random ones.
-step collect-explore "${collect[@]}" --env "$env" --policy agent --agent "$out/agent/agent.pt" --episodes "$FT_EPISODES" --seed 1 --out "$out/data/explore"
+step collect-explore "${collect[@]}" --env "$env" --policy agent --agent "$out/agent/agent.pt" --frames "$FT_FRAMES" --seed 1 --out "$out/data/explore"
 
 # 5.-6. Fine-tune on exploration data and, as the control, on as much fresh random data (sec. 5.3):
 #       the tokenizer's decoder first (the paper: 1,000 iterations), then the dynamics model.
-step collect-random "${collect[@]}" "${random_agent[@]}" --env "$env" --episodes "$FT_EPISODES" --seed 2 --out "$out/data/random"
+step collect-random "${collect[@]}" "${random_agent[@]}" --env "$env" --frames "$FT_FRAMES" --seed 2 --out "$out/data/random"
 for source in explore random; do
   step "tokenizer-$source" "${train[@]}" "${tokenizer_clips[@]}" --model tokenizer --decoder-only --init "$out/tokenizer/ckpt.pt" \
     --data "$out/data/$source" --steps "$DECODER_STEPS" --lr "$FINETUNE_LR" --out "$out/tokenizer-$source" $(resume "$out/tokenizer-$source/ckpt.pt")
@@ -92,7 +93,7 @@ for source in explore random; do
 done
 
 # 7. A held-out test set from another policy: PPO on the game's own reward (the paper: Agent57).
-step agent-env "${ppo[@]}" --total-steps "$ENV_AGENT_STEPS" --random-updates "$ENV_RANDOM_UPDATES" --gamma "$ENV_GAMMA" --reward env --seed 3 --out "$out/agent-env" $(resume "$out/agent-env/agent.pt")
+step agent-env "${ppo[@]}" --total-steps "$ENV_AGENT_STEPS" --num-steps "$ENV_ROLLOUT" --random-updates "$ENV_RANDOM_UPDATES" --gamma "$ENV_GAMMA" --reward env --seed 3 --out "$out/agent-env" $(resume "$out/agent-env/agent.pt")
 step collect-test "${collect[@]}" --env "$env" --policy agent --agent "$out/agent-env/agent.pt" --epsilon 0 --episodes "$TEST_EPISODES" --seed 3 --split test --out "$out/data/test"
 
 # 8. Evaluate the pretrained and both fine-tuned models on the test set, one-go and autoregressive (sec. 5, Tab. 5).

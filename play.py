@@ -199,7 +199,7 @@ def start_player(args):
     dynamics, tokenizer, lam = load_world_model(args.dynamics, args.tokenizer, args.device)
     folder = test_folder(args.data)
     # play needs one start window, but a LAM's key mapping needs the agreement of its codes over many
-    windows = load_windows(folder, args.window + 1 if lam is None else None, tokenizer.config.resolution)
+    windows = load_windows(folder, args.window + 1 if lam is None else None, tokenizer.config.resolution, spread=False)
     if args.window >= len(windows):
         raise PlayError(f"--window {args.window}: {folder} has only {len(windows)} test windows")
     code_of = None

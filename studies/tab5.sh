@@ -35,14 +35,14 @@ case $size in
          "${FRAMES:=3000}" "${DECODER_STEPS:=100}" "${FINETUNE_STEPS:=300}" "${EVAL_EVERY:=50}" \
          "${TEST_EPISODES:=6}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${TOKENIZER_BATCH:=12}" \
          "${TOKENIZER_SEQ_LEN:=4}" "${WORKERS:=2}" "${MASKGIT_STEPS:=8}" "${FINETUNE_LR:=2e-4}" \
-         "${AGENT_STEPS:=30720}" "${NUM_ENVS:=8}" "${ROLLOUT:=64}" "${RANDOM_UPDATES:=4}" "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" \
-         "${GAMMA:=0.9}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
+         "${AGENT_STEPS:=30720}" "${NUM_ENVS:=8}" "${ROLLOUT:=32}" "${RANDOM_UPDATES:=8}" "${GAMMA:=0.8}" "${GAE_LAMBDA:=0.9}" \
+         "${ENV_ROLLOUT:=64}" "${ENV_RANDOM_UPDATES:=4}" "${ENV_GAMMA:=0.9}" "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
   gpu) preset=small; : "${EPISODES:=100}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=1500}" "${DYNAMICS_STEPS:=1500}" \
          "${FRAMES:=20000}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=600}" "${EVAL_EVERY:=100}" \
          "${TEST_EPISODES:=16}" "${EVAL_WINDOWS:=256}" "${BATCH:=16}" "${SEQ_LEN:=16}" "${TOKENIZER_BATCH:=16}" \
          "${TOKENIZER_SEQ_LEN:=16}" "${WORKERS:=8}" "${MASKGIT_STEPS:=25}" "${FINETUNE_LR:=1e-4}" \
-         "${AGENT_STEPS:=65536}" "${NUM_ENVS:=16}" "${ROLLOUT:=64}" "${RANDOM_UPDATES:=4}" "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" \
-         "${GAMMA:=0.9}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
+         "${AGENT_STEPS:=65536}" "${NUM_ENVS:=16}" "${ROLLOUT:=32}" "${RANDOM_UPDATES:=16}" "${GAMMA:=0.8}" "${GAE_LAMBDA:=0.9}" \
+         "${ENV_ROLLOUT:=64}" "${ENV_RANDOM_UPDATES:=4}" "${ENV_GAMMA:=0.9}" "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
   *) echo "error: --size must be cpu or gpu, got '$size'" >&2; exit 2 ;;
 esac
 [ "$fresh" = 1 ] && rm -rf "$out"
@@ -54,10 +54,10 @@ finetune=(--eval-every "$EVAL_EVERY" --lr "$FINETUNE_LR")  # evaluated often: th
 tokenizer_clips=(--batch-size "$TOKENIZER_BATCH" --seq-len "$TOKENIZER_SEQ_LEN")
 dynamics_clips=(--batch-size "$BATCH" --seq-len "$SEQ_LEN")
 # one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as docs/RESULTS.md's tables were measured
-# both agents: the same PPO settings as loop.sh's tiny, on more steps (the first RANDOM_UPDATES are random's level)
+# both agents: loop.sh's tiny PPO, AutoExplore's short rollouts and horizon and the env agent's longer ones, on more
+# steps (the first random updates are random's level)
 ppo=(python agent.py --env "$target" --preset "$preset" --max-steps "$MAX_STEPS" --total-steps "$AGENT_STEPS" --num-envs "$NUM_ENVS"
-     --num-steps "$ROLLOUT" --random-updates "$RANDOM_UPDATES" --lr "$AGENT_LR" --ent-coef "$ENT_COEF" --gamma "$GAMMA" --epochs "$EPOCHS"
-     --clip "$CLIP")
+     --lr "$AGENT_LR" --ent-coef "$ENT_COEF" --epochs "$EPOCHS" --clip "$CLIP")
 evaluate=(python evaluate.py --data "$out/data/test" --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature 0 --delta-protocol both --frame-order 0)
 
 # 1. Pretraining: random play of every game, then the tokenizer and GenieRedux-G dynamics (sec. 4, 5.1).
@@ -67,7 +67,7 @@ step tokenizer "${train[@]}" "${tokenizer_clips[@]}" --model tokenizer --data "$
 step dynamics "${train[@]}" "${dynamics_clips[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --data "$out/data/pretrain" --steps "$DYNAMICS_STEPS" --out "$out/dynamics" $(resume "$out/dynamics/ckpt.pt")
 
 # 2. AutoExplore on the target game, rewarded by the pretrained model's uncertainty (sec. 4, eqs. 2-4).
-step agent "${ppo[@]}" --reward autoexplore --dynamics "$out/dynamics/ckpt.pt" --out "$out/agent" $(resume "$out/agent/agent.pt")
+step agent "${ppo[@]}" --num-steps "$ROLLOUT" --random-updates "$RANDOM_UPDATES" --gamma "$GAMMA" --gae-lambda "$GAE_LAMBDA" --reward autoexplore --dynamics "$out/dynamics/ckpt.pt" --out "$out/agent" $(resume "$out/agent/agent.pt")
 
 # 3.-4. The same frame budget of exploration data and of fresh random data on the target game; a fifth of
 #       each is its validation split, on which the fine-tuning keeps its best checkpoint.
@@ -87,7 +87,7 @@ step tokenizer-scratch "${train[@]}" "${tokenizer_clips[@]}" --model tokenizer -
 step dynamics-scratch "${train[@]}" "${dynamics_clips[@]}" --model dynamics --tokenizer "$out/tokenizer-scratch/best.pt" --data "$out/data/explore" --steps "$DYNAMICS_STEPS" --out "$out/dynamics-scratch" $(resume "$out/dynamics-scratch/ckpt.pt")
 
 # 7. The test set, from another policy: PPO on the game's own reward (the paper: Agent57).
-step agent-env "${ppo[@]}" --reward env --seed 3 --out "$out/agent-env" $(resume "$out/agent-env/agent.pt")
+step agent-env "${ppo[@]}" --num-steps "$ENV_ROLLOUT" --random-updates "$ENV_RANDOM_UPDATES" --gamma "$ENV_GAMMA" --reward env --seed 3 --out "$out/agent-env" $(resume "$out/agent-env/agent.pt")
 step collect-test "${collect[@]}" --env "$target" --policy agent --agent "$out/agent-env/agent.pt" --epsilon 0 --episodes "$TEST_EPISODES" --seed 3 --split test --out "$out/data/test"
 
 # 8. Evaluate: one-go for every row, autoregressive for the two fine-tuned ones (Tab. 5's columns).

@@ -186,6 +186,23 @@ def test_windows_and_data_folders(tmp_path):
         evaluate.load_windows(tmp_path / "val")
 
 
+def test_max_windows_are_spread_over_every_episode_and_play_can_take_them_in_file_order(tmp_path):
+    for e, T in enumerate((60, 10, 100, 40)):  # 3, 0, 5 and 2 windows
+        frames = np.zeros((T + 1, 8, 8, 3), np.uint8)  # each frame: its episode number and its index
+        frames[..., 0], frames[..., 1] = e, np.arange(T + 1)[:, None, None]
+        np.savez_compressed(tmp_path / f"ep{e}.npz", frames=frames, actions=np.zeros(T, np.int64), rewards=np.zeros(T, np.float32),
+                            action_names=np.array(ACTION_NAMES), env="toy", policy="random", frame_skip=1)
+    where = lambda windows: [(int(f[0, 0, 0, 0]), int(f[0, 0, 0, 1])) for f, _ in windows]  # (episode, first frame)
+    every = [(0, 0), (0, 20), (0, 40), (2, 0), (2, 20), (2, 40), (2, 60), (2, 80), (3, 0), (3, 20)]
+    assert where(evaluate.load_windows(tmp_path, resolution=8)) == every
+    assert where(evaluate.load_windows(tmp_path, 4, resolution=8)) == [(0, 0), (2, 0), (2, 60), (3, 20)]  # first to last, evenly
+    assert where(evaluate.load_windows(tmp_path, 4, resolution=8, spread=False)) == every[:4]
+    assert where(evaluate.load_windows(tmp_path, 50, resolution=8)) == every
+    (tmp_path / "ep3.npz").write_bytes(b"not a zip")
+    with pytest.raises(EpisodeError, match="ep3.npz.*not a readable"):
+        evaluate.load_windows(tmp_path, 4, resolution=8)
+
+
 class PooledPixels(torch.nn.Module):
     """A cheap stand-in for the FID Inception: frames [N, H, W, 3] -> 48 features (8x8-pooled pixels, projected)."""
 
