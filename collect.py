@@ -102,7 +102,7 @@ def run_episode(job):
     policy = open_policy(job.agent, job.epsilon) if job.agent else None
     game = open_game(job.env, job.frame_skip, job.resolution, agent=policy is not None)
     randoms = random_actions(np.random.default_rng(job.seed), job.hold)
-    frames, actions, rewards = [game.reset(job.seed)], [], []
+    frames, actions, rewards, done = [game.reset(job.seed)], [], [], False
     if policy:
         policy.reset(job.seed)  # the episode depends only on its seed, as a random one does
     for _ in range(job.max_steps):
@@ -116,7 +116,7 @@ def run_episode(job):
         if done:
             break
     size = save_episode(job.path, np.stack(frames), actions, rewards, ACTION_NAMES, job.env,
-                        policy.name if policy else random_policy_name(job.hold), job.frame_skip)
+                        policy.name if policy else random_policy_name(job.hold), job.frame_skip, truncated=not done)
     return job.env, len(frames), size
 
 

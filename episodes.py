@@ -8,6 +8,8 @@ An episode of T agent steps holds
     action_names  str     [A]             e.g. RIGHT LEFT UP DOWN JUMP
     env, policy   str                     the game id and who played it ("random", "agent:run/agent.pt", ...)
     frame_skip    int                     emulator frames per action
+    truncated     bool, optional          the collector stopped the episode (a step limit, a frame budget), not the
+                                          game; absent: not known
 
 A dataset is a folder of such files, split into DIR/train, DIR/val (and DIR/test). Your own code can
 write episodes with `save_episode` and read any dataset with `find_episodes` + `load_episode`:
@@ -143,8 +145,8 @@ def folder_lock(folder, flag="--out"):
                 p.rmdir()
 
 
-def save_episode(path, frames, actions, rewards, action_names, env, policy, frame_skip):
-    """Write one episode (the keys above) as a compressed .npz; returns its size in bytes.
+def save_episode(path, frames, actions, rewards, action_names, env, policy, frame_skip, truncated=None):
+    """Write one episode (the keys above; truncated only when known) as a compressed .npz; returns its size in bytes.
 
     Compressed in memory first: a full disk then fails one plain write, which write_atomic names and cleans up."""
     path = Path(path)
@@ -152,7 +154,8 @@ def save_episode(path, frames, actions, rewards, action_names, env, policy, fram
     buffer = io.BytesIO()
     np.savez_compressed(buffer, frames=np.asarray(frames, np.uint8), actions=np.asarray(actions, np.int64),
                         rewards=np.asarray(rewards, np.float32), action_names=np.array(action_names),
-                        env=np.array(env), policy=np.array(policy), frame_skip=np.array(frame_skip))
+                        env=np.array(env), policy=np.array(policy), frame_skip=np.array(frame_skip),
+                        **({} if truncated is None else {"truncated": np.array(bool(truncated))}))
     write_atomic(path, buffer.getbuffer())
     return path.stat().st_size
 
@@ -222,7 +225,7 @@ def load_episode(path, resolution=None):
             missing = [k for k in EPISODE_KEYS if k not in data.files]
             if missing:
                 fail(f"missing key(s) {', '.join(missing)}; an episode needs {', '.join(EPISODE_KEYS)}")
-            ep = {k: data[k] for k in EPISODE_KEYS}
+            ep = {k: data[k] for k in EPISODE_KEYS + ["truncated"] if k in data.files}
     except EpisodeError:
         raise
     except Exception as e:  # zipfile/zlib/OSError/ValueError: anything that is not a readable .npz
@@ -245,11 +248,13 @@ def load_episode(path, resolution=None):
             fail(f"{key} must be a string, got {ep[key].dtype} {list(ep[key].shape)}")
     if ep["frame_skip"].ndim != 0 or ep["frame_skip"].dtype.kind not in "iu" or ep["frame_skip"] < 1:
         fail(f"frame_skip must be a positive integer, got {ep['frame_skip']!r}")
+    if "truncated" in ep and (ep["truncated"].ndim != 0 or ep["truncated"].dtype.kind != "b"):
+        fail(f"truncated, where present, must be a bool, got {ep['truncated'].dtype} {list(ep['truncated'].shape)}")
     if resolution is not None and frames.shape[1:3] != (resolution, resolution):
         frames = square_resize(frames, resolution)
     return {"frames": frames, "actions": actions.astype(np.int64), "rewards": rewards.astype(np.float32),
             "action_names": [str(n) for n in names], "env": str(ep["env"]), "policy": str(ep["policy"]),
-            "frame_skip": int(ep["frame_skip"])}
+            "frame_skip": int(ep["frame_skip"]), "truncated": bool(ep["truncated"]) if "truncated" in ep else None}
 
 
 # ---------------------------------------------------------------------------

@@ -45,8 +45,10 @@ def action_entropy(actions):
 
 
 def mean_se(values):
-    """(mean, standard error of the mean) of a list of numbers."""
+    """(mean, standard error of the mean) of a list of numbers; (nan, nan) of none."""
     values = np.asarray(values, np.float64)
+    if not len(values):
+        return math.nan, math.nan
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
@@ -59,9 +61,9 @@ def final_entropy(agent_path):
 def report(args):
     """Each --data folder's episodes, whoever played them: writes OUT/report.json, report.md and report.png.
 
-    Per episode, with no world model: the game's return, the steps alive (episodes end at game over or at
-    the collector's --max-steps), the distinct coarse pictures reached and the entropy of the actions
-    played; over the folder, the coarse pictures reached in the first F frames, F the same for every
+    Per episode, with no world model: the game's return, the steps alive (of the episodes the game ended:
+    one the collector cut at its --max-steps or frame budget says only that the player lived longer), the
+    distinct coarse pictures reached and the entropy of the actions played; over the folder, the coarse pictures reached in the first F frames, F the same for every
     folder (the smallest folder's frames).
     With --dynamics also the AutoExplore reward, exactly as the agent is paid, of every 4th step t >= 4.
     """
@@ -71,7 +73,8 @@ def report(args):
     folders = {}
     for folder in args.data:
         episodes = [load_episode(p, 64) for p in tqdm(find_episodes(folder), desc=f"report {folder}", unit="episode")]
-        measures = {"return": [e["rewards"].sum() for e in episodes], "steps_alive": [len(e["actions"]) for e in episodes],
+        measures = {"return": [e["rewards"].sum() for e in episodes],
+                    "steps_alive": [len(e["actions"]) for e in episodes if not e["truncated"]],  # None (not known) counts
                     "places": [coverage(e["frames"])[-1] for e in episodes], "action_entropy": [action_entropy(e["actions"]) for e in episodes]}
         if world_model is not None:
             per_episode = []
@@ -94,7 +97,7 @@ def report(args):
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "report.json", json.dumps({"frame_budget": budget, "folders": folders}, indent=2))
     keys = [k for k in ("return", "steps_alive", "places", "action_entropy", "autoexplore_reward") if k in next(iter(folders.values()))]
-    fmt = lambda m: f"{m[0]:.3f} ± {m[1]:.3f}" if abs(m[0]) < 10 else f"{m[0]:.1f} ± {m[1]:.1f}"
+    fmt = lambda m: "-" if math.isnan(m[0]) else f"{m[0]:.3f} ± {m[1]:.3f}" if abs(m[0]) < 10 else f"{m[0]:.1f} ± {m[1]:.1f}"
     lines = ["| episodes | policy | n | policy entropy | " + " | ".join(REPORT_TITLES[k] for k in keys) + f" | places in the first {budget} frames |",
              "|---" * (5 + len(keys)) + "|"]
     for folder, r in folders.items():
@@ -105,7 +108,7 @@ def report(args):
     plot_exploration(folders, keys, budget, out / "report.png")
 
 
-REPORT_TITLES = {"return": "game return per episode", "steps_alive": "steps alive per episode",
+REPORT_TITLES = {"return": "game return per episode", "steps_alive": "steps alive per episode the game ended",
                  "places": "coarse pictures per episode",
                  "action_entropy": "action entropy per episode", "autoexplore_reward": "AutoExplore reward per step"}
 

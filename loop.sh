@@ -27,27 +27,28 @@ while [ $# -gt 0 ]; do
 done
 
 # Sizes per preset: episodes per env and their length (tiny: 700 agent steps, the paper's 700-frame sessions; random
-# play ends at game over after ~380), optimiser steps, the frames of each fine-tuning dataset (the same for exploration
+# play ends at game over after ~400), optimiser steps, the frames of each fine-tuning dataset (the same for exploration
 # and random data), the fine-tuning learning rate (tiny pretrains at 2e-3, which would wreck a fine-tuned decoder),
-# and both agents' PPO over NUM_ENVS games, the first updates played by the uniform random policy (random's level on
-# the curves). AutoExplore (AGENT_STEPS, ROLLOUT steps per update, RANDOM_UPDATES, GAMMA, GAE_LAMBDA) takes short
-# rollouts, so many updates, and a short horizon: its reward of step t depends on a(t-4)..a(t-1) directly and on the
-# episode's phase (which no action changes) otherwise, so a short horizon keeps the signal above that noise (tiny: its
-# entropy falls below 1.45 after ~6,000 steps). The test set's player (ENV_AGENT_STEPS, ENV_ROLLOUT, ENV_RANDOM_UPDATES,
-# ENV_GAMMA) must learn the game, whose reward (an enemy shot down) comes later than the action that earned it.
+# the test windows of steps 8 and 9, and both agents' PPO over NUM_ENVS games, the first updates played by the uniform random
+# policy (random's level on the curves). AutoExplore (AGENT_STEPS, ROLLOUT steps per update, RANDOM_UPDATES, GAMMA)
+# takes short rollouts, so many updates, and a long horizon: its reward answers the last key at once (the model is
+# unsure how far the ship moves), which a short-sighted agent exploits by holding one direction, while what the model
+# gets wrong comes from a way of playing (shots and explosions, a ship that lives on), which only a long horizon credits
+# (tiny: its entropy falls below 1.45 after ~6,000 steps). The test set's player (ENV_AGENT_STEPS, ENV_ROLLOUT,
+# ENV_RANDOM_UPDATES, ENV_GAMMA) must learn the game, whose reward (an enemy shot down) comes later than the key.
 case $preset in
   tiny)  : "${EPISODES:=40}" "${MAX_STEPS:=700}" "${TOKENIZER_STEPS:=800}" "${TOKENIZER_BATCH:=12}" "${TOKENIZER_SEQ_LEN:=4}" \
            "${DYNAMICS_STEPS:=1500}" "${FT_FRAMES:=4000}" "${DECODER_STEPS:=50}" "${FINETUNE_STEPS:=100}" \
-           "${TEST_EPISODES:=10}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${WORKERS:=2}" \
+           "${TEST_EPISODES:=10}" "${EVAL_WINDOWS:=64}" "${ON_DATA_WINDOWS:=128}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${WORKERS:=2}" \
            "${MASKGIT_STEPS:=8}" "${TEMPERATURE:=0}" "${FINETUNE_LR:=2e-4}" \
-           "${AGENT_STEPS:=16384}" "${NUM_ENVS:=8}" "${ROLLOUT:=32}" "${RANDOM_UPDATES:=14}" "${GAMMA:=0.8}" "${GAE_LAMBDA:=0.9}" \
+           "${AGENT_STEPS:=16384}" "${NUM_ENVS:=8}" "${ROLLOUT:=32}" "${RANDOM_UPDATES:=14}" "${GAMMA:=0.99}" \
            "${ENV_AGENT_STEPS:=24576}" "${ENV_ROLLOUT:=64}" "${ENV_RANDOM_UPDATES:=2}" "${ENV_GAMMA:=0.95}" \
            "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
   small) : "${EPISODES:=400}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=8000}" "${TOKENIZER_BATCH:=16}" "${TOKENIZER_SEQ_LEN:=16}" \
            "${DYNAMICS_STEPS:=8000}" "${FT_FRAMES:=50000}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=2000}" \
-           "${TEST_EPISODES:=40}" "${EVAL_WINDOWS:=400}" "${BATCH:=16}" "${SEQ_LEN:=16}" "${WORKERS:=8}" \
+           "${TEST_EPISODES:=40}" "${EVAL_WINDOWS:=400}" "${ON_DATA_WINDOWS:=400}" "${BATCH:=16}" "${SEQ_LEN:=16}" "${WORKERS:=8}" \
            "${MASKGIT_STEPS:=25}" "${TEMPERATURE:=0}" "${FINETUNE_LR:=1e-4}" \
-           "${AGENT_STEPS:=200000}" "${NUM_ENVS:=8}" "${ROLLOUT:=128}" "${RANDOM_UPDATES:=4}" "${GAMMA:=0.99}" "${GAE_LAMBDA:=0.95}" \
+           "${AGENT_STEPS:=200000}" "${NUM_ENVS:=8}" "${ROLLOUT:=128}" "${RANDOM_UPDATES:=4}" "${GAMMA:=0.99}" \
            "${ENV_AGENT_STEPS:=200000}" "${ENV_ROLLOUT:=128}" "${ENV_RANDOM_UPDATES:=4}" "${ENV_GAMMA:=0.99}" \
            "${AGENT_LR:=2.5e-4}" "${ENT_COEF:=0.01}" "${EPOCHS:=4}" "${CLIP:=0.1}" ;;
   *) echo "error: --preset must be tiny or small, got '$preset'" >&2; exit 2 ;;
@@ -60,7 +61,7 @@ random_agent=(--hold "${HOLD:=1}")  # the random agent's data: pretraining and t
 train=(python train.py --preset "$preset" --workers 0)
 tokenizer_clips=(--batch-size "$TOKENIZER_BATCH" --seq-len "$TOKENIZER_SEQ_LEN")  # tiny: no encoder blocks, a frame is coded alone
 dynamics_clips=(--batch-size "$BATCH" --seq-len "$SEQ_LEN")  # 2 context + 10 predicted frames: the evaluation's windows
-evaluate=(python evaluate.py --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature "$TEMPERATURE")
+evaluate=(python evaluate.py --steps "$MASKGIT_STEPS" --temperature "$TEMPERATURE")
 ppo=(python agent.py --env "$env" --preset "$preset" --max-steps "$MAX_STEPS" --num-envs "$NUM_ENVS" --lr "$AGENT_LR"
      --ent-coef "$ENT_COEF" --epochs "$EPOCHS" --clip "$CLIP")
 
@@ -77,7 +78,7 @@ step tokenizer "${train[@]}" "${tokenizer_clips[@]}" --model tokenizer --data "$
 step dynamics "${train[@]}" "${dynamics_clips[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --data "$out/data/pretrain" --steps "$DYNAMICS_STEPS" --out "$out/dynamics" $(resume "$out/dynamics/ckpt.pt")
 
 # 3. AutoExplore: PPO on the world model's token uncertainty only (sec. 4, eqs. 2-4).
-step agent "${ppo[@]}" --total-steps "$AGENT_STEPS" --num-steps "$ROLLOUT" --random-updates "$RANDOM_UPDATES" --gamma "$GAMMA" --gae-lambda "$GAE_LAMBDA" --reward autoexplore --dynamics "$out/dynamics/ckpt.pt" --out "$out/agent" $(resume "$out/agent/agent.pt")
+step agent "${ppo[@]}" --total-steps "$AGENT_STEPS" --num-steps "$ROLLOUT" --random-updates "$RANDOM_UPDATES" --gamma "$GAMMA" --reward autoexplore --dynamics "$out/dynamics/ckpt.pt" --out "$out/agent" $(resume "$out/agent/agent.pt")
 
 # 4. Exploration data on the target game: the agent's sampled actions plus 15% random ones.
 step collect-explore "${collect[@]}" --env "$env" --policy agent --agent "$out/agent/agent.pt" --frames "$FT_FRAMES" --seed 1 --out "$out/data/explore"
@@ -97,15 +98,15 @@ step agent-env "${ppo[@]}" --total-steps "$ENV_AGENT_STEPS" --num-steps "$ENV_RO
 step collect-test "${collect[@]}" --env "$env" --policy agent --agent "$out/agent-env/agent.pt" --epsilon 0 --episodes "$TEST_EPISODES" --seed 3 --split test --out "$out/data/test"
 
 # 8. Evaluate the pretrained and both fine-tuned models on the test set, one-go and autoregressive (sec. 5, Tab. 5).
-step eval-pretrained "${evaluate[@]}" --data "$out/data/test" --mode both --dynamics "$out/dynamics/ckpt.pt" --out "$out/eval/pretrained"
+step eval-pretrained "${evaluate[@]}" --data "$out/data/test" --max-windows "$EVAL_WINDOWS" --mode both --dynamics "$out/dynamics/ckpt.pt" --out "$out/eval/pretrained"
 for source in explore random; do
-  step "eval-$source" "${evaluate[@]}" --data "$out/data/test" --mode both --dynamics "$out/dynamics-$source/ckpt.pt" --out "$out/eval/finetuned-$source"
+  step "eval-$source" "${evaluate[@]}" --data "$out/data/test" --max-windows "$EVAL_WINDOWS" --mode both --dynamics "$out/dynamics-$source/ckpt.pt" --out "$out/eval/finetuned-$source"
 done
 
 # 9. Where the world model is wrong (the paper's reading of Tab. 6): the pretrained model, one-go, on as many
 #    windows of the exploration episodes as of the fresh random ones (neither was in its training data).
 for source in explore random; do
-  step "eval-on-$source" "${evaluate[@]}" --data "$out/data/$source/train" --mode one-go --dynamics "$out/dynamics/ckpt.pt" --out "$out/eval/pretrained-on-$source"
+  step "eval-on-$source" "${evaluate[@]}" --data "$out/data/$source/train" --max-windows "$ON_DATA_WINDOWS" --mode one-go --dynamics "$out/dynamics/ckpt.pt" --out "$out/eval/pretrained-on-$source"
 done
 
 # 10. What the agents learned, without the world model: return, steps alive and places reached per episode

@@ -35,13 +35,13 @@ case $size in
          "${FRAMES:=3000}" "${DECODER_STEPS:=100}" "${FINETUNE_STEPS:=300}" "${EVAL_EVERY:=50}" \
          "${TEST_EPISODES:=6}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${TOKENIZER_BATCH:=12}" \
          "${TOKENIZER_SEQ_LEN:=4}" "${WORKERS:=2}" "${MASKGIT_STEPS:=8}" "${FINETUNE_LR:=2e-4}" \
-         "${AGENT_STEPS:=30720}" "${NUM_ENVS:=8}" "${ROLLOUT:=32}" "${RANDOM_UPDATES:=8}" "${GAMMA:=0.8}" "${GAE_LAMBDA:=0.9}" \
+         "${AGENT_STEPS:=30720}" "${NUM_ENVS:=8}" "${ROLLOUT:=32}" "${RANDOM_UPDATES:=8}" "${GAMMA:=0.99}" \
          "${ENV_ROLLOUT:=64}" "${ENV_RANDOM_UPDATES:=4}" "${ENV_GAMMA:=0.9}" "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
   gpu) preset=small; : "${EPISODES:=100}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=1500}" "${DYNAMICS_STEPS:=1500}" \
          "${FRAMES:=20000}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=600}" "${EVAL_EVERY:=100}" \
          "${TEST_EPISODES:=16}" "${EVAL_WINDOWS:=256}" "${BATCH:=16}" "${SEQ_LEN:=16}" "${TOKENIZER_BATCH:=16}" \
          "${TOKENIZER_SEQ_LEN:=16}" "${WORKERS:=8}" "${MASKGIT_STEPS:=25}" "${FINETUNE_LR:=1e-4}" \
-         "${AGENT_STEPS:=65536}" "${NUM_ENVS:=16}" "${ROLLOUT:=32}" "${RANDOM_UPDATES:=16}" "${GAMMA:=0.8}" "${GAE_LAMBDA:=0.9}" \
+         "${AGENT_STEPS:=65536}" "${NUM_ENVS:=16}" "${ROLLOUT:=32}" "${RANDOM_UPDATES:=16}" "${GAMMA:=0.99}" \
          "${ENV_ROLLOUT:=64}" "${ENV_RANDOM_UPDATES:=4}" "${ENV_GAMMA:=0.9}" "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
   *) echo "error: --size must be cpu or gpu, got '$size'" >&2; exit 2 ;;
 esac
@@ -67,7 +67,7 @@ step tokenizer "${train[@]}" "${tokenizer_clips[@]}" --model tokenizer --data "$
 step dynamics "${train[@]}" "${dynamics_clips[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --data "$out/data/pretrain" --steps "$DYNAMICS_STEPS" --out "$out/dynamics" $(resume "$out/dynamics/ckpt.pt")
 
 # 2. AutoExplore on the target game, rewarded by the pretrained model's uncertainty (sec. 4, eqs. 2-4).
-step agent "${ppo[@]}" --num-steps "$ROLLOUT" --random-updates "$RANDOM_UPDATES" --gamma "$GAMMA" --gae-lambda "$GAE_LAMBDA" --reward autoexplore --dynamics "$out/dynamics/ckpt.pt" --out "$out/agent" $(resume "$out/agent/agent.pt")
+step agent "${ppo[@]}" --num-steps "$ROLLOUT" --random-updates "$RANDOM_UPDATES" --gamma "$GAMMA" --reward autoexplore --dynamics "$out/dynamics/ckpt.pt" --out "$out/agent" $(resume "$out/agent/agent.pt")
 
 # 3.-4. The same frame budget of exploration data and of fresh random data on the target game; a fifth of
 #       each is its validation split, on which the fine-tuning keeps its best checkpoint.

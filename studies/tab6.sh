@@ -37,12 +37,12 @@ case $size in
   cpu) preset=tiny; : "${EPISODES:=40}" "${MAX_STEPS:=700}" "${TOKENIZER_STEPS:=800}" "${TOKENIZER_BATCH:=12}" \
          "${TOKENIZER_SEQ_LEN:=4}" "${DYNAMICS_STEPS:=1500}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${WORKERS:=2}" \
          "${AGENT_STEPS:=16384}" "${NUM_ENVS:=8}" "${ROLLOUT:=32}" "${RANDOM_UPDATES:=14}" "${AGENT_LR:=3e-3}" \
-         "${ENT_COEF:=0}" "${GAMMA:=0.8}" "${GAE_LAMBDA:=0.9}" "${EPOCHS:=4}" "${CLIP:=0.2}" \
+         "${ENT_COEF:=0}" "${GAMMA:=0.99}" "${EPOCHS:=4}" "${CLIP:=0.2}" \
          "${FRAMES:=2400}" "${EVAL_WINDOWS:=100}" "${MASKGIT_STEPS:=8}" ;;
   gpu) preset=small; : "${EPISODES:=400}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=1500}" "${TOKENIZER_BATCH:=16}" \
          "${TOKENIZER_SEQ_LEN:=16}" "${DYNAMICS_STEPS:=1500}" "${BATCH:=16}" "${SEQ_LEN:=16}" "${WORKERS:=8}" \
          "${AGENT_STEPS:=65536}" "${NUM_ENVS:=16}" "${ROLLOUT:=32}" "${RANDOM_UPDATES:=16}" "${AGENT_LR:=3e-3}" \
-         "${ENT_COEF:=0}" "${GAMMA:=0.8}" "${GAE_LAMBDA:=0.9}" "${EPOCHS:=4}" "${CLIP:=0.2}" \
+         "${ENT_COEF:=0}" "${GAMMA:=0.99}" "${EPOCHS:=4}" "${CLIP:=0.2}" \
          "${FRAMES:=10000}" "${EVAL_WINDOWS:=400}" "${MASKGIT_STEPS:=25}" ;;
   *) echo "error: --size must be cpu or gpu, got '$size'" >&2; exit 2 ;;
 esac
@@ -53,7 +53,7 @@ collect=(python collect.py --env "$env" --max-steps "$MAX_STEPS")
 train=(python train.py --preset "$preset" --workers 0 --data "$out/data/pretrain")
 # every reward: the same PPO, settings, seed and steps
 ppo=(python agent.py --env "$env" --preset "$preset" --max-steps "$MAX_STEPS" --total-steps "$AGENT_STEPS" --num-envs "$NUM_ENVS"
-     --num-steps "$ROLLOUT" --random-updates "$RANDOM_UPDATES" --lr "$AGENT_LR" --ent-coef "$ENT_COEF" --gamma "$GAMMA" --gae-lambda "$GAE_LAMBDA"
+     --num-steps "$ROLLOUT" --random-updates "$RANDOM_UPDATES" --lr "$AGENT_LR" --ent-coef "$ENT_COEF" --gamma "$GAMMA"
      --epochs "$EPOCHS" --clip "$CLIP" --seed 1)
 # one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as docs/RESULTS.md's tables were measured
 evaluate=(python evaluate.py --mode one-go --delta-protocol both --max-windows "$EVAL_WINDOWS" --steps "$MASKGIT_STEPS" --temperature 0 --frame-order 0

@@ -17,7 +17,7 @@ import agent
 import envs
 import exploration
 from actor_critic import Policy
-from episodes import find_episodes, load_episode
+from episodes import find_episodes, load_episode, save_episode
 from checkpoints import read_checkpoint
 from conftest import ROOT
 
@@ -473,6 +473,10 @@ def test_exploration_report(trained, tmp_path):
     run_script("collect.py", "--episodes", 2, "--max-steps", 12, "--out", tmp_path / "random")
     run_script("collect.py", "--policy", "agent", "--agent", folder / "run" / "agent.pt", "--episodes", 3,
                "--max-steps", 10, "--seed", 1, "--out", tmp_path / "agent")
+    cut = load_episode(find_episodes(tmp_path / "agent")[0])  # cut at --max-steps: it says only that the player lived on
+    assert cut["truncated"] is True
+    save_episode(tmp_path / "agent" / "train" / "ended.npz", cut["frames"][:8], cut["actions"][:7], cut["rewards"][:7],
+                 cut["action_names"], cut["env"], cut["policy"], cut["frame_skip"], truncated=False)  # the game ended it
     result = run_script("agent.py", "--report", "--data", tmp_path / "random", tmp_path / "agent", "--agents",
                         folder / "run" / "agent.pt", "--dynamics", folder / "dynamics.pt", "--device", "cpu", "--out", tmp_path / "report")
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -480,7 +484,7 @@ def test_exploration_report(trained, tmp_path):
     random, played = report["folders"][str(tmp_path / "random")], report["folders"][str(tmp_path / "agent")]
     assert random["policy"] == "random" and random["entropy"] == pytest.approx(math.log(5))
     assert played["policy"] == "agent:run/agent.pt" and played["entropy"] < math.log(5) + 1e-6
-    assert (random["episodes"], played["episodes"]) == (2, 3) and played["steps_alive"] == [10.0, 0.0]
+    assert (random["episodes"], played["episodes"]) == (2, 4) and played["steps_alive"] == [7.0, 0.0]
     for r in (random, played):  # a random world model is unsure of everything: the reward is near its maximum 2
         assert 1 < r["autoexplore_reward"][0] <= 2 and 1 <= r["places"][0] <= 13 and r["return"][1] >= 0
         assert 0 <= r["action_entropy"][0] <= math.log(5) + 1e-6

@@ -28,6 +28,10 @@ def test_round_trip_keeps_every_key(tmp_path):
     assert ep["actions"].dtype == np.int64 and ep["actions"].tolist() == [0, 4, 2]
     assert ep["rewards"].dtype == np.float32 and ep["rewards"].tolist() == [0.5, 0, 1]
     assert (ep["action_names"], ep["env"], ep["policy"], ep["frame_skip"]) == (ACTION_NAMES, "Game-v0", "random", 4)
+    assert ep["truncated"] is None  # optional: not known unless the writer says
+    for truncated in (True, False):
+        save_episode(tmp_path / "b.npz", frames, [0, 4, 2], [0.5, 0, 1], ACTION_NAMES, "Game-v0", "random", 4, truncated=truncated)
+        assert load_episode(tmp_path / "b.npz")["truncated"] is truncated
 
 
 def test_an_empty_split_folder_is_named(tmp_path):
@@ -49,11 +53,12 @@ def make_bad_files(folder):
     np.savez_compressed(folder / "dtype.npz", **{**good, "frames": good["frames"].astype(np.float32)})
     np.savez_compressed(folder / "range.npz", **{**good, "actions": np.array([0, 1, 7], np.int64)})
     np.savez_compressed(folder / "length.npz", **{**good, "actions": np.array([0, 1], np.int64), "rewards": np.zeros(2, np.float32)})
+    np.savez_compressed(folder / "flag.npz", **good, truncated=np.array("yes"))
 
 
 @pytest.mark.parametrize("name, reason", [("truncated", "truncated or corrupt"), ("missing", "missing key(s) actions"),
                                           ("dtype", "frames must be uint8"), ("range", "action out of range"),
-                                          ("length", "one more entry than actions")])
+                                          ("length", "one more entry than actions"), ("flag", "truncated, where present, must be a bool")])
 def test_bad_files_are_named_with_the_reason(tmp_path, name, reason):
     make_bad_files(tmp_path)
     assert load_episode(tmp_path / "good.npz")["actions"].tolist() == [0, 1, 2]

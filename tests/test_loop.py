@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow  # the whole loop, with step counts cut to a few: 
 
 FEW = {"EPISODES": "3", "FT_FRAMES": "90", "TEST_EPISODES": "3", "MAX_STEPS": "40", "TOKENIZER_STEPS": "4",
        "DYNAMICS_STEPS": "4", "DECODER_STEPS": "2", "FINETUNE_STEPS": "2", "AGENT_STEPS": "32", "ENV_AGENT_STEPS": "32",
-       "ROLLOUT": "8", "ENV_ROLLOUT": "8", "RANDOM_UPDATES": "1", "ENV_RANDOM_UPDATES": "1", "EVAL_WINDOWS": "2",
+       "ROLLOUT": "8", "ENV_ROLLOUT": "8", "RANDOM_UPDATES": "1", "ENV_RANDOM_UPDATES": "1", "EVAL_WINDOWS": "2", "ON_DATA_WINDOWS": "2",
        "BATCH": "2", "SEQ_LEN": "12", "NUM_ENVS": "2", "WORKERS": "1", "OMP_NUM_THREADS": "1"}
 
 
