@@ -2,9 +2,9 @@
 
 4 conv3x3 + max-pool layers encode a 64x64 frame, an LSTM carries the episode, and two linear heads
 give the policy's logits and the value. The LSTM also reads the action played just before each frame
-(as R2D2 and Agent57 do): a policy that must alternate two keys (fire on a press, then move) can
-not tell from the picture alone which one it pressed last. agent.py trains it with PPO; `Policy` plays one game with it,
-one step at a time, as collect.py does. Needs numpy and torch only.
+(as R2D2 and Agent57 do): a policy that must alternate two keys (fire on a press, then move) can not
+tell from the picture alone which one it pressed last. agent.py trains it with PPO; `Policy` plays one
+game with it, one step at a time, as collect.py does. Needs numpy and torch only.
 
     python agent.py --env Airstriker-Genesis-v0 --dynamics runs/dynamics/ckpt.pt --out runs/agent
 """

@@ -63,8 +63,8 @@ def report(args):
 
     Per episode, with no world model: the game's return, the steps alive (of the episodes the game ended:
     one the collector cut at its --max-steps or frame budget says only that the player lived longer), the
-    distinct coarse pictures reached and the entropy of the actions played; over the folder, the coarse pictures reached in the first F frames, F the same for every
-    folder (the smallest folder's frames).
+    distinct coarse pictures reached and the entropy of the actions played; over the folder, the coarse
+    pictures reached in the first F frames, F the same for every folder (the smallest folder's frames).
     With --dynamics also the AutoExplore reward, exactly as the agent is paid, of every 4th step t >= 4.
     """
     from tqdm import tqdm
