@@ -124,8 +124,8 @@ def main():
     table, rank = fidelity_table(runs)
     compare = (out / "eval" / "compare" / "results.md").read_text().split("\n", 1)[1].replace("(results.png)", "(eval/compare/results.png)")
     text = [f"# Tab. 6: where each agent's episodes leave the world model ({game})", "",
-            f"The pretrained world model ({first['dynamics']}) one-go on the first {first['windows']} windows (2 context + 10 "
-            f"predicted frames, one every 20 frames) of each policy's episodes, the same number of frames each; MaskGIT "
+            f"The pretrained world model ({first['dynamics']}) one-go on {first['windows']} windows (2 context + 10 "
+            f"predicted frames; of those one every 20 frames, spread evenly) of each policy's episodes, the same number of frames each; MaskGIT "
             f"{first['steps']} steps, temperature {first['temperature']}. ± is the standard error across windows; the "
             "gap to random's has the s.e. of a difference. Lower PSNR, SSIM and delta_t PSNR: the agent found more "
             "of what the model gets wrong.", "", *table, "", *verdict(runs, rank), "", "![tab6](tab6.png)", "",
