@@ -28,7 +28,6 @@ from checkpoints import CheckpointError, load_world_model, torch_device
 from dynamics import token_entropy
 from episodes import EpisodeError, check_writable, find_episodes, folder_lock, load_episode, write_atomic
 from metrics import PSNR_CAP, WEIGHTS_NAME, FeatureStats, FIDUnavailable, inception_features, load_inception, psnr, ssim
-from pictures import plot_confusion
 
 CONTEXT, HORIZON, STRIDE = 2, 10, 20  # frames given, frames predicted, frames between window starts
 DELTA_T = 4  # delta_t PSNR is read at the 4th predicted frame, as in Genie and the paper
@@ -252,22 +251,15 @@ def latent_windows(lam, windows, batch_size, device):
         frames = torch.from_numpy(np.stack([f for f, _ in windows[start:start + batch_size]])).to(device)
         latent.append(lam.infer_actions(frames).cpu())  # [B, 11]
     latent, true = torch.cat(latent), torch.from_numpy(np.stack([a for _, a in windows]))
-    confusion, majority, purity = action_agreement(latent, true, lam.config.num_actions, int(true.max()) + 1)
-    agreement = {"purity": purity, "majority": majority.tolist(), "confusion": confusion.tolist()}
+    num_true = int(true.max()) + 1
+    confusion, majority, purity = action_agreement(latent, true, lam.config.num_actions, num_true)
+    # chance: the same codes against the true actions shuffled, so codes that carry nothing score it (any code count)
+    generator = torch.Generator().manual_seed(0)
+    shuffled = [action_agreement(latent, true.reshape(-1)[torch.randperm(true.numel(), generator=generator)],
+                                 lam.config.num_actions, num_true)[2] for _ in range(100)]
+    agreement = {"purity": purity, "chance": float(np.mean(shuffled)), "chance_sd": float(np.std(shuffled)),
+                 "majority": majority.tolist(), "confusion": confusion.tolist()}
     return [(f, a.numpy()) for (f, _), a in zip(windows, latent)], agreement
-
-
-def write_agreement(out, agreement, action_names):
-    """The LAM's codes against the true actions: a table appended to results.md and lam_agreement.png."""
-    confusion = np.array(agreement["confusion"])  # [codes, true actions]
-    rows = [f"| {k} | {confusion[k].sum()} | {action_names[m] if m >= 0 else 'unused'} | "
-            f"{confusion[k].max() / max(1, confusion[k].sum()):.2f} |" for k, m in enumerate(agreement["majority"])]
-    table = (f"\n## Latent actions against true actions\n\nPurity {agreement['purity']:.3f} (share of transitions "
-             "whose true action is their code's majority).\n\n| code | transitions | majority action | purity |\n"
-             "|---|---|---|---|\n" + "\n".join(rows) + "\n\n![agreement](lam_agreement.png)\n")
-    results = Path(out) / "results.md"
-    write_atomic(results, results.read_text() + table)  # below the evaluation's table
-    plot_confusion(confusion, action_names, Path(out) / "lam_agreement.png")
 
 
 def parse_args(argv=None):
@@ -322,7 +314,7 @@ def main(argv=None):
     args = parse_args(argv)
     check_writable(args.out)  # before any work
     with folder_lock(args.out):  # one run per folder: a second one fails in one line naming this one
-        from reports import compare, results_table, write_report  # reports.py reads this file's constants
+        from reports import compare, results_table, write_agreement, write_report  # reports.py reads this file's constants
         if args.compare:
             return compare(args.compare, args.out, args.paper)
         dynamics, tokenizer, lam = load_world_model(args.dynamics, args.tokenizer, args.device)

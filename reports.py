@@ -13,7 +13,7 @@ import numpy as np
 from episodes import write_atomic
 from evaluate import ACTION_LETTERS, CONTEXT, DELTA_KEYS, DELTA_T, HORIZON
 from metrics import PSNR_CAP
-from pictures import plot_comparison, plot_horizon, save_gif, save_grid, to_uint8
+from pictures import plot_comparison, plot_confusion, plot_horizon, save_gif, save_grid, to_uint8
 
 
 ROW_NAMES = {"one-go": "dynamics, one-go", "autoregressive": "dynamics, autoregressive",
@@ -92,6 +92,28 @@ def write_report(out, metrics, sample, uncertainty):
               colorbar=("magma", "entropy / ln(codes)"))
 
 
+def purity_line(agreement):
+    """The LAM's purity against its chance level, in words (evaluations before the chance level give purity alone)."""
+    line = f"Purity {agreement['purity']:.3f} (share of transitions whose true action is their code's majority)"
+    if "chance" not in agreement:
+        return line + "."
+    return (f"{line} against chance {agreement['chance']:.3f} ± {agreement['chance_sd']:.3f} (the same codes, the true "
+            f"actions shuffled; mean ± sd of 100 shuffles).")
+
+
+def write_agreement(out, agreement, action_names):
+    """The LAM's codes against the true actions: a table appended to results.md and lam_agreement.png."""
+    confusion = np.array(agreement["confusion"])  # [codes, true actions]
+    rows = [f"| {k} | {confusion[k].sum()} | {action_names[m] if m >= 0 else 'unused'} | "
+            f"{confusion[k].max() / max(1, confusion[k].sum()):.2f} |" for k, m in enumerate(agreement["majority"])]
+    table = (f"\n## Latent actions against true actions\n\n{purity_line(agreement)}\n\n"
+             "| code | transitions | majority action | purity |\n"
+             "|---|---|---|---|\n" + "\n".join(rows) + "\n\n![agreement](lam_agreement.png)\n")
+    results = Path(out) / "results.md"
+    write_atomic(results, results.read_text() + table)  # below the evaluation's table
+    plot_confusion(confusion, action_names, Path(out) / "lam_agreement.png")
+
+
 def compare(run_dirs, out, paper=()):
     """One table and one figure over several evaluations on the same test set (loop.sh, paper Tabs. 2, 4, 5).
 
@@ -120,13 +142,14 @@ def compare(run_dirs, out, paper=()):
     first = next(iter(runs.values()))
     merged = {"delta_protocols": {k: v for m in runs.values() for k, v in m["delta_protocols"].items()},
               "fid_unavailable": first.get("fid_unavailable")}
+    purities = [f"\n{name}'s LAM: {purity_line(m['lam_agreement'])}" for name, m in runs.items() if m.get("lam_agreement")]
     where = first.get("data", "the test set") if len(floor_run) == 1 else "each run's own episodes: " + ", ".join(map(str, floor_run))
     Path(out).mkdir(parents=True, exist_ok=True)
     write_atomic(
         Path(out) / "results.md",
         f"# Results\n\n{first['windows']} test windows of {where} ({CONTEXT} context + "
         f"{HORIZON} predicted frames), {sampling(first)}.\n\n"
-        + "\n".join(lines + notes(merged)) + "\n\n![results](results.png)\n")
+        + "\n".join(lines + notes(merged) + purities) + "\n\n![results](results.png)\n")
     floor = first["rows"]["copy-last-frame"]["psnr"]
     plot_comparison(bars, ("PSNR (dB)", f"delta_t PSNR (t={DELTA_T}, {shown})"), floor, Path(out) / "results.png")
     print((Path(out) / "results.md").read_text())

@@ -3,14 +3,14 @@
 # against GenieRedux-G (the true actions), beside the tokenizer's and the LAM's own reconstructions, the
 # copy-last-frame floor and the paper's numbers. The two dynamics models differ only in their actions.
 #
-#   bash studies/tab2.sh                 # --size cpu: tiny preset on a 2-core CPU, < 30 min
-#   bash studies/tab2.sh --size gpu      # small preset on one GPU
+#   bash studies/tab2.sh                 # --size cpu: tiny preset on a 2-core CPU, ~20 min
+#   bash studies/tab2.sh --size gpu      # small preset on one GPU, the paper's visuals and random agent
 #
 # Every step skips work whose output exists, so re-running continues an interrupted run; --fresh starts
 # over. Sizes can be overridden from the environment (e.g. DYNAMICS_STEPS=5 bash studies/tab2.sh), and so
-# can GAME (default procgen:coinrun, the paper's visuals) and HOLD, the random agent's runs of one action
-# (collect.py --hold; default 1): GAME=procgen:coinrun:mono HOLD=8 TOKENIZER_STEPS=3000 DYNAMICS_STEPS=2500
-# is the CoinRun setting whose model learns on the CPU.
+# can GAME and HOLD, the random agent's runs of one action (collect.py --hold). The CPU size plays CoinRun
+# with procgen's monochrome sprites (procgen:coinrun:mono) and holds each key 1-8 steps (HOLD=8), the setting
+# whose model learns on 2 cores; GAME=procgen:coinrun HOLD=1 gives the paper's visuals and random agent.
 # Writes everything under OUT (default runs/tab2): data/, tokenizer/, lam/, genieredux/, genieredux-g/,
 # eval/, and the table results.md with results.png.
 set -euo pipefail
@@ -27,14 +27,16 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# Sizes: random CoinRun episodes (the paper: 10k of at most 500 steps) and the held-out test episodes,
+# Sizes: the game, random CoinRun episodes (the paper: 10k of at most 500 steps) and the held-out test episodes,
 # optimiser steps and clips of each model, the evaluation's windows and sampler.
 case $size in
-  cpu) : "${PRESET:=tiny}" "${EPISODES:=60}" "${TEST_EPISODES:=10}" "${MAX_STEPS:=500}" "${WORKERS:=2}" \
-         "${TOKENIZER_STEPS:=2000}" "${TOKENIZER_BATCH:=12}" "${TOKENIZER_SEQ_LEN:=4}" \
-         "${LAM_STEPS:=1500}" "${LAM_PATCH:=16}" "${DYNAMICS_STEPS:=2000}" "${BATCH:=8}" "${SEQ_LEN:=12}" \
+  cpu) : "${GAME:=procgen:coinrun:mono}" "${HOLD:=8}" \
+         "${PRESET:=tiny}" "${EPISODES:=60}" "${TEST_EPISODES:=10}" "${MAX_STEPS:=500}" "${WORKERS:=2}" \
+         "${TOKENIZER_STEPS:=3000}" "${TOKENIZER_BATCH:=12}" "${TOKENIZER_SEQ_LEN:=4}" \
+         "${LAM_STEPS:=1500}" "${LAM_PATCH:=16}" "${DYNAMICS_STEPS:=2500}" "${BATCH:=8}" "${SEQ_LEN:=12}" \
          "${EVAL_WINDOWS:=64}" "${MASKGIT_STEPS:=8}" "${TEMPERATURE:=0}" ;;
-  gpu) : "${PRESET:=small}" "${EPISODES:=2000}" "${TEST_EPISODES:=100}" "${MAX_STEPS:=500}" "${WORKERS:=8}" \
+  gpu) : "${GAME:=procgen:coinrun}" "${HOLD:=1}" \
+         "${PRESET:=small}" "${EPISODES:=2000}" "${TEST_EPISODES:=100}" "${MAX_STEPS:=500}" "${WORKERS:=8}" \
          "${TOKENIZER_STEPS:=2000}" "${TOKENIZER_BATCH:=16}" "${TOKENIZER_SEQ_LEN:=16}" \
          "${LAM_STEPS:=2000}" "${LAM_PATCH:=16}" "${DYNAMICS_STEPS:=2500}" "${BATCH:=16}" "${SEQ_LEN:=16}" \
          "${EVAL_WINDOWS:=256}" "${MASKGIT_STEPS:=25}" "${TEMPERATURE:=0}" ;;
@@ -43,7 +45,7 @@ esac
 [ "$fresh" = 1 ] && rm -rf "$out"
 mkdir -p "$out/done"
 
-collect=(python collect.py --env "${GAME:=procgen:coinrun}" --hold "${HOLD:=1}" --max-steps "$MAX_STEPS" --workers "$WORKERS" --out "$out/data")
+collect=(python collect.py --env "$GAME" --hold "$HOLD" --max-steps "$MAX_STEPS" --workers "$WORKERS" --out "$out/data")
 train=(python train.py --preset "$PRESET" --workers 0 --data "$out/data")
 dynamics=("${train[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --batch-size "$BATCH" --seq-len "$SEQ_LEN" --steps "$DYNAMICS_STEPS")
 # one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as docs/RESULTS.md's tables were measured

@@ -3,13 +3,16 @@
 # + token input, + TDCE (the full model), and the full model sampled autoregressively. Every row is trained
 # on the same random-agent episodes of several procgen platformers with the same tokenizer, seed and steps.
 #
-#   bash studies/tab4.sh                 # --size cpu: tiny preset on a 2-core CPU, < 30 min
-#   bash studies/tab4.sh --size gpu      # small preset on one GPU
+#   bash studies/tab4.sh                 # --size cpu: tiny preset on a 2-core CPU, ~25 min
+#   bash studies/tab4.sh --size gpu      # small preset on one GPU: four platformers, the paper's visuals
 #
 # Every step skips work whose output exists, so re-running continues an interrupted run; --fresh starts
-# over. Sizes can be overridden from the environment (e.g. DYNAMICS_STEPS=5 bash studies/tab4.sh), the games too
-# (GAMES="procgen:coinrun" for CoinRun alone). Writes everything under OUT (default runs/tab4): data/,
-# tokenizer/, the three dynamics models, eval/, and the table results.md with results.png.
+# over. Sizes can be overridden from the environment (e.g. DYNAMICS_STEPS=5 bash studies/tab4.sh), the games
+# and the random agent's runs of one action too (collect.py --hold). The CPU size is CoinRun alone with
+# procgen's monochrome sprites and keys held 1-8 steps (GAMES=procgen:coinrun:mono HOLD=8), where the tiny
+# model learns on 2 cores; GAMES="procgen:coinrun procgen:jumper procgen:ninja procgen:climber" HOLD=1 gives
+# the GPU size's games. Writes everything under OUT (default runs/tab4): data/, tokenizer/, the three
+# dynamics models, eval/, and the table results.md with results.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."  # the repository root: every path below is relative to it
 source studies/steps.sh  # needs_value PLACEHOLDER "$@", step NAME COMMAND... (skipped once done), resume CHECKPOINT
@@ -28,13 +31,15 @@ done
 # held-out test episodes per game, optimiser steps and clips, the evaluation's windows (windows are taken game
 # by game: enough for every game's test episodes) and sampler.
 # TOKEN_INPUT is the "+ token input" of the rows: learned (the default of train.py) or frozen (the authors').
-: "${GAMES:=procgen:coinrun procgen:jumper procgen:ninja procgen:climber}" "${TOKEN_INPUT:=learned}"
+: "${TOKEN_INPUT:=learned}"
 case $size in
-  cpu) : "${PRESET:=tiny}" "${EPISODES:=15}" "${TEST_EPISODES:=2}" "${MAX_STEPS:=500}" "${WORKERS:=2}" \
-         "${TOKENIZER_STEPS:=2000}" "${TOKENIZER_BATCH:=12}" "${TOKENIZER_SEQ_LEN:=4}" \
-         "${DYNAMICS_STEPS:=1500}" "${BATCH:=8}" "${SEQ_LEN:=12}" \
-         "${EVAL_WINDOWS:=100}" "${MASKGIT_STEPS:=8}" "${TEMPERATURE:=0}" ;;
-  gpu) : "${PRESET:=small}" "${EPISODES:=500}" "${TEST_EPISODES:=25}" "${MAX_STEPS:=1000}" "${WORKERS:=8}" \
+  cpu) : "${GAMES:=procgen:coinrun:mono}" "${HOLD:=8}" \
+         "${PRESET:=tiny}" "${EPISODES:=60}" "${TEST_EPISODES:=10}" "${MAX_STEPS:=500}" "${WORKERS:=2}" \
+         "${TOKENIZER_STEPS:=3000}" "${TOKENIZER_BATCH:=12}" "${TOKENIZER_SEQ_LEN:=4}" \
+         "${DYNAMICS_STEPS:=2500}" "${BATCH:=8}" "${SEQ_LEN:=12}" \
+         "${EVAL_WINDOWS:=64}" "${MASKGIT_STEPS:=8}" "${TEMPERATURE:=0}" ;;
+  gpu) : "${GAMES:=procgen:coinrun procgen:jumper procgen:ninja procgen:climber}" "${HOLD:=1}" \
+         "${PRESET:=small}" "${EPISODES:=500}" "${TEST_EPISODES:=25}" "${MAX_STEPS:=1000}" "${WORKERS:=8}" \
          "${TOKENIZER_STEPS:=2000}" "${TOKENIZER_BATCH:=16}" "${TOKENIZER_SEQ_LEN:=16}" \
          "${DYNAMICS_STEPS:=2000}" "${BATCH:=16}" "${SEQ_LEN:=16}" \
          "${EVAL_WINDOWS:=256}" "${MASKGIT_STEPS:=25}" "${TEMPERATURE:=0}" ;;
@@ -44,7 +49,7 @@ esac
 mkdir -p "$out/done"
 
 tr ' ' '\n' <<<"$GAMES" >"$out/games.txt"
-collect=(python collect.py --games "$out/games.txt" --max-steps "$MAX_STEPS" --workers "$WORKERS" --out "$out/data")
+collect=(python collect.py --games "$out/games.txt" --hold "$HOLD" --max-steps "$MAX_STEPS" --workers "$WORKERS" --out "$out/data")
 train=(python train.py --preset "$PRESET" --workers 0 --data "$out/data")
 dynamics=("${train[@]}" --model dynamics --tokenizer "$out/tokenizer/ckpt.pt" --batch-size "$BATCH" --seq-len "$SEQ_LEN" --steps "$DYNAMICS_STEPS")
 # one-go in MaskGIT's own order (--frame-order 0), the paper's sampler, as docs/RESULTS.md's tables were measured

@@ -39,7 +39,9 @@ def test_tab2_writes_the_case_study_table(tmp_path):
     assert "delta_t PSNR (t=4, random)" in (out / "results.md").read_text()
     assert "-" not in rows["genieredux, dynamics, one-go"][2:4]  # both delta_t PSNR protocols
     metrics = json.loads((out / "eval" / "genieredux" / "metrics.json").read_text())
-    assert metrics["lam_agreement"]["purity"] > 0 and "lam" in metrics["rows"]
+    agreement = metrics["lam_agreement"]
+    assert agreement["purity"] > 0 and 0 < agreement["chance"] <= 1 and "lam" in metrics["rows"]
+    assert f"genieredux's LAM: Purity {agreement['purity']:.3f}" in (out / "results.md").read_text()  # the table says it
     assert json.loads((out / "lam" / "metrics.jsonl").read_text().splitlines()[0])["step"] == 0
     again = run("tab2.sh", out)  # every step done: only the table is written again
     assert again.returncode == 0 and again.stdout.count("(done)") == 8, again.stdout

@@ -247,6 +247,7 @@ def test_genieredux_latent_action_path_end_to_end(tokenizer_run, airstriker_data
     assert "Latent actions against true actions" in results and (tmp_path / "eval" / "lam_agreement.png").is_file()
     agreement = json.loads((tmp_path / "eval" / "metrics.json").read_text())["lam_agreement"]
     assert np.array(agreement["confusion"]).shape[0] == 3 and 0 < agreement["purity"] <= 1
+    assert 0 < agreement["chance"] <= 1 and "against chance" in results  # the codes against shuffled true actions
     run = subprocess.run([sys.executable, "play.py", *evaluate[2:6], "--keys", "RLJ", "--out", str(tmp_path / "play")],
                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0 and (tmp_path / "play" / "play.gif").is_file(), run.stderr
