@@ -9,7 +9,7 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.slow  # about 4 minutes
 
-FEW = {"EPISODES": "2", "MAX_STEPS": "30", "TOKENIZER_STEPS": "4", "DYNAMICS_STEPS": "4", "AGENT_STEPS": "32", "ROLLOUT": "8", "RANDOM_UPDATES": "1", "ENV_ROLLOUT": "8", "ENV_RANDOM_UPDATES": "1",
+FEW = {"EPISODES": "2", "MAX_STEPS": "30", "TOKENIZER_STEPS": "4", "DYNAMICS_STEPS": "4", "AGENT_STEPS": "32", "ENV_AGENT_STEPS": "32", "ROLLOUT": "8", "RANDOM_UPDATES": "1", "ENV_ROLLOUT": "8", "ENV_RANDOM_UPDATES": "1",
        "FRAMES": "80", "DECODER_STEPS": "2", "FINETUNE_STEPS": "2", "EVAL_EVERY": "1", "TEST_EPISODES": "2",
        "EVAL_WINDOWS": "2", "BATCH": "2", "SEQ_LEN": "12", "TOKENIZER_BATCH": "2", "NUM_ENVS": "2", "WORKERS": "1",
        "OMP_NUM_THREADS": "1"}
