@@ -243,7 +243,7 @@ def latent_windows(lam, windows, batch_size, device):
     """GenieRedux (Genie's protocol): the LAM's codes, inferred from each true clip, replace its actions.
 
     Returns the windows with latent actions and the agreement of codes with the true actions
-    (lam.action_agreement: per code its majority true action and the overall purity).
+    (lam.action_agreement: per code its majority true action and the overall purity, beside purity's chance level).
     """
     from lam import action_agreement
     latent = []
