@@ -31,24 +31,20 @@ while [ $# -gt 0 ]; do
     *) echo "error: unknown flag $1 (use --size cpu|gpu, --games \"GAME ...\", --target GAME, --out DIR, --fresh)" >&2; exit 2 ;;
   esac
 done
-case $size in
-  cpu) : "${games:=procgen:coinrun:mono procgen:jumper:mono procgen:ninja:mono procgen:climber:mono}" ;;
-  *) : "${games:=procgen:coinrun procgen:jumper procgen:ninja procgen:climber}" ;;
-esac
-: "${target:=${games%% *}}"
-case " $games " in *" $target "*) ;; *) echo "error: --target $target is not one of --games \"$games\"" >&2; exit 2 ;; esac
 
-# Sizes: the random agent's longest hold (collect.py --hold), episodes per pretraining game, optimiser steps,
-# the frame budget of each fine-tuning dataset
+# Sizes: the games (unless --games), the random agent's longest hold (collect.py --hold), episodes per
+# pretraining game, optimiser steps, the frame budget of each fine-tuning dataset
 case $size in
-  cpu) preset=tiny; : "${HOLD:=8}" "${EPISODES:=30}" "${MAX_STEPS:=200}" "${TOKENIZER_STEPS:=2000}" "${DYNAMICS_STEPS:=2500}" \
+  cpu) preset=tiny; : "${games:=procgen:coinrun:mono procgen:jumper:mono procgen:ninja:mono procgen:climber:mono}" \
+         "${HOLD:=8}" "${EPISODES:=30}" "${MAX_STEPS:=200}" "${TOKENIZER_STEPS:=2000}" "${DYNAMICS_STEPS:=2500}" \
          "${FRAMES:=3000}" "${DECODER_STEPS:=100}" "${FINETUNE_STEPS:=300}" "${EVAL_EVERY:=50}" \
          "${TEST_EPISODES:=30}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${TOKENIZER_BATCH:=12}" \
          "${TOKENIZER_SEQ_LEN:=4}" "${WORKERS:=2}" "${MASKGIT_STEPS:=8}" "${FINETUNE_LR:=2e-4}" \
          "${AGENT_STEPS:=16384}" "${NUM_ENVS:=8}" "${ROLLOUT:=32}" "${RANDOM_UPDATES:=8}" "${GAMMA:=0.99}" \
          "${ENV_AGENT_STEPS:=24576}" "${ENV_ROLLOUT:=64}" "${ENV_RANDOM_UPDATES:=2}" "${ENV_GAMMA:=0.95}" \
          "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
-  gpu) preset=small; : "${HOLD:=1}" "${EPISODES:=100}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=1500}" "${DYNAMICS_STEPS:=1500}" \
+  gpu) preset=small; : "${games:=procgen:coinrun procgen:jumper procgen:ninja procgen:climber}" \
+         "${HOLD:=1}" "${EPISODES:=100}" "${MAX_STEPS:=500}" "${TOKENIZER_STEPS:=1500}" "${DYNAMICS_STEPS:=1500}" \
          "${FRAMES:=20000}" "${DECODER_STEPS:=200}" "${FINETUNE_STEPS:=600}" "${EVAL_EVERY:=100}" \
          "${TEST_EPISODES:=16}" "${EVAL_WINDOWS:=256}" "${BATCH:=16}" "${SEQ_LEN:=16}" "${TOKENIZER_BATCH:=16}" \
          "${TOKENIZER_SEQ_LEN:=16}" "${WORKERS:=8}" "${MASKGIT_STEPS:=25}" "${FINETUNE_LR:=1e-4}" \
@@ -57,6 +53,8 @@ case $size in
          "${AGENT_LR:=3e-3}" "${ENT_COEF:=0}" "${EPOCHS:=4}" "${CLIP:=0.2}" ;;
   *) echo "error: --size must be cpu or gpu, got '$size'" >&2; exit 2 ;;
 esac
+: "${target:=${games%% *}}"
+case " $games " in *" $target "*) ;; *) echo "error: --target $target is not one of --games \"$games\"" >&2; exit 2 ;; esac
 [ "$fresh" = 1 ] && rm -rf "$out"
 mkdir -p "$out/done"
 
