@@ -28,6 +28,7 @@ from checkpoints import CheckpointError, load_world_model, torch_device
 from dynamics import token_entropy
 from episodes import EpisodeError, check_writable, find_episodes, folder_lock, load_episode, write_atomic
 from metrics import PSNR_CAP, WEIGHTS_NAME, FeatureStats, FIDUnavailable, inception_features, load_inception, psnr, ssim
+from tokenizer import keep_unchanged_patches
 
 CONTEXT, HORIZON, STRIDE = 2, 10, 20  # frames given, frames predicted, frames between window starts
 DELTA_T = 4  # delta_t PSNR is read at the 4th predicted frame, as in Genie and the paper
@@ -129,7 +130,7 @@ def altered_actions(actions, num_actions, random_rng, swap_rng):
 @torch.no_grad()
 def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, temperature=0.0,
                      batch_size=8, seed=0, inception=None, device="cpu", protocols=("random",), anneal=False,
-                     frame_order=0.25):
+                     frame_order=0.25, keep_unchanged=False):
     """Metrics of a dynamics model on test windows: the whole evaluation, without files.
 
     windows: (frames uint8 [12, H, W, 3], actions int64 [11]) pairs, e.g. from load_windows.
@@ -137,6 +138,8 @@ def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, 
     decoder_caches(). modes: "one-go" and/or "autoregressive". inception: a metrics.FIDInceptionV3, or None for no FID.
     protocols: "random" and/or "swap", the delta_t PSNR protocols (DELTA_PROTOCOLS).
     anneal, frame_order (one-go only): see Dynamics.generate; frame_order and temperature 0 are ours, not the paper's.
+    keep_unchanged: every decoded row (the tokenizer's too) keeps the last context frame's pixels where its codes do not
+    change (tokenizer.keep_unchanged_patches; ours, not the paper's).
     Returns (metrics, a JSON-ready dict; sample, the first window's clips, tokens and actions).
     """
     device = torch.device(device)
@@ -159,7 +162,10 @@ def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, 
             context_frames, context_decoder = tokenizer.decode(tokens[:, :CONTEXT], tokenizer.decoder_caches())
 
             def decode_predicted(ids):  # predicted frames alone, on the decoder's keys and values of the context
-                return tokenizer.decode(ids, context_decoder)[0].float()
+                decoded = tokenizer.decode(ids, context_decoder)[0].float()
+                if not keep_unchanged:
+                    return decoded
+                return keep_unchanged_patches(decoded, ids, frames[:, CONTEXT - 1], tokens[:, CONTEXT - 1])
 
             preds = {"tokenizer": decode_predicted(tokens[:, CONTEXT:]),
                      "copy-last-frame": frames[:, CONTEXT - 1:CONTEXT].expand_as(truth)}
@@ -195,6 +201,7 @@ def evaluate_windows(dynamics, tokenizer, windows, modes=("one-go",), steps=25, 
 
     metrics = {"windows": len(windows), "context": CONTEXT, "horizon": HORIZON, "delta_t": DELTA_T,
                "steps": steps, "temperature": temperature, "anneal": anneal, "frame_order": frame_order,
+               "keep_unchanged": keep_unchanged,
                "psnr_cap": PSNR_CAP,
                "delta_protocols": {DELTA_KEYS[p]: f"{p}: {DELTA_PROTOCOLS[p]}" for p in protocols}, "rows": {}}
     for row in rows:
@@ -280,6 +287,10 @@ def parse_args(argv=None):
     p.add_argument("--frame-order", type=float, default=0.25,
                    help="one-go: a token's confidence loses this much log-probability per frame after the first, so "
                         "earlier frames settle first (default 0.25, our addition; 0: MaskGIT's own order, the paper's)")
+    p.add_argument("--keep-unchanged", action="store_true",
+                   help="where a predicted code equals the one before it, keep the pixels before (a codec's skip blocks; "
+                        "our addition): what stays still then costs no tokenizer error. Every decoded row, the "
+                        "tokenizer's too")
     p.add_argument("--delta-protocol", choices=["random", "swap", "both"], default="random",
                    help=f"delta_t PSNR's altered actions: random, every action from the first predicted frame on uniform "
                         f"random (Genie's; default); swap, only the action that makes predicted frame {DELTA_T}, by another "
@@ -333,7 +344,8 @@ def main(argv=None):
         modes = ["one-go", "autoregressive"] if args.mode == "both" else [args.mode]
         protocols = ["random", "swap"] if args.delta_protocol == "both" else [args.delta_protocol]
         metrics, sample = evaluate_windows(dynamics, tokenizer, windows, modes, args.steps, args.temperature, args.batch_size,
-                                           args.seed, inception, args.device, protocols, args.anneal, args.frame_order)
+                                           args.seed, inception, args.device, protocols, args.anneal, args.frame_order,
+                                           args.keep_unchanged)
         if lam is not None:
             metrics["rows"]["lam"] = lam_row
         metrics.update(dynamics=str(args.dynamics), data=str(folder), fid_unavailable=fid_reason, lam_agreement=agreement)

@@ -27,7 +27,7 @@ from dynamics import PRESETS as DYNAMICS_PRESETS, Dynamics
 from episodes import EpisodeError, check_writable, folder_lock
 from evaluate import ACTION_LETTERS, CONTEXT, check_actions, latent_windows, load_windows, test_folder
 from pictures import save_gif, save_grid, to_uint8
-from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer
+from tokenizer import PRESETS as TOKENIZER_PRESETS, Tokenizer, keep_unchanged_patches
 
 # Play keys -> actions of the shared set RIGHT LEFT UP DOWN JUMP: the one place that maps keys to actions
 # (--keys letters are ACTION_LETTERS, in the same order). A model driven by latent actions (GenieRedux's
@@ -45,12 +45,14 @@ class Player:
     Each step samples one frame with MaskGIT on top of the frames before it and decodes that frame
     alone: the dynamics model's and the decoder's keys and values of earlier frames are computed
     once (TimeCache), and both look back at most `memory` - 1 frames (the training clip length).
-    action_map (GenieRedux) turns a key's action into the model's latent code.
+    action_map (GenieRedux) turns a key's action into the model's latent code. keep_unchanged: a patch whose code
+    did not change keeps its pixels (tokenizer.keep_unchanged_patches), from the last real frame on.
     """
 
     def __init__(self, dynamics, tokenizer, frames, actions, steps=25, temperature=1.0, memory=16,
-                 device="cpu", seed=0, action_map=None, anneal=False):
+                 device="cpu", seed=0, action_map=None, anneal=False, keep_unchanged=False):
         self.dynamics, self.tokenizer, self.memory, self.action_map = dynamics, tokenizer, memory, action_map
+        self.keep_unchanged = keep_unchanged
         self.steps, self.temperature, self.anneal = steps, temperature, anneal
         self.frames = torch.as_tensor(frames, device=device)[None]  # [1, Tc, H, W, 3]
         self.actions = torch.as_tensor(actions, device=device)[None]  # [1, Tc-1]
@@ -61,6 +63,7 @@ class Player:
         tokens = self.tokenizer.encode(self.frames)  # [1, Tc, h, w]
         self.dynamics_caches = self.dynamics.cache(tokens, self.actions, window=self.memory)
         frames, self.decoder_caches = self.tokenizer.decode(tokens, self.tokenizer.decoder_caches(window=self.memory))
+        self.shown, self.shown_ids = self.frames[:, -1].float() / 255, tokens[:, -1]  # keep_unchanged keeps these pixels
         return to_uint8(frames[0, -1].float().cpu().numpy())
 
     @torch.no_grad()
@@ -72,6 +75,9 @@ class Player:
                                                self.generator, self.anneal)  # [1, 1, h, w]
         self.dynamics_caches = self.dynamics.add_frames(self.dynamics_caches, tokens, actions)  # context from now on
         frames, self.decoder_caches = self.tokenizer.decode(tokens, self.decoder_caches)
+        if self.keep_unchanged:
+            frames = keep_unchanged_patches(frames.float(), tokens, self.shown, self.shown_ids)
+            self.shown, self.shown_ids = frames[:, -1], tokens[:, -1]
         return to_uint8(frames[0, -1].float().cpu().numpy())
 
 
@@ -176,6 +182,8 @@ def parse_args(argv=None):
                    help="sampling temperature, 0 = argmax (default 1.0, the paper's)")
     p.add_argument("--anneal", action="store_true",
                    help="MaskGIT step s of S samples at temperature * (1 - (s+1)/S), linear to argmax at the last step")
+    p.add_argument("--keep-unchanged", action="store_true",
+                   help="a patch whose code did not change keeps its pixels (a codec's skip blocks; our addition)")
     p.add_argument("--memory", type=int, default=16, help="frames the model looks back on, the clip length (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default 0)")
     p.add_argument("--benchmark", action="store_true", help="print generated frames/s of --preset with random weights")
@@ -210,7 +218,7 @@ def start_player(args):
         check_actions(windows, dynamics.config.num_actions, folder)
     frames, actions = windows[args.window]
     return Player(dynamics, tokenizer, frames[:CONTEXT], actions[:CONTEXT - 1], args.steps, args.temperature,
-                  args.memory, args.device, args.seed, code_of, args.anneal)
+                  args.memory, args.device, args.seed, code_of, args.anneal, args.keep_unchanged)
 
 
 def main(argv=None):

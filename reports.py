@@ -60,7 +60,8 @@ def sampling(metrics):
     """How the frames were sampled, for the text above a table."""
     anneal = " annealed linearly to 0 over the steps" if metrics["anneal"] else ""
     order = f", one-go frame order {metrics['frame_order']} per frame" if metrics["frame_order"] else ""
-    return f"MaskGIT {metrics['steps']} steps, temperature {metrics['temperature']}{anneal}{order}"
+    kept = ", unchanged codes keep their pixels (--keep-unchanged)" if metrics.get("keep_unchanged") else ""
+    return f"MaskGIT {metrics['steps']} steps, temperature {metrics['temperature']}{anneal}{order}{kept}"
 
 
 def write_report(out, metrics, sample, uncertainty):

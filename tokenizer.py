@@ -173,6 +173,24 @@ def unpatchify(x, patch, grid):
     return x.reshape(B, T, h * patch, w * patch, -1)
 
 
+def keep_unchanged_patches(frames, ids, last_frame, last_ids):
+    """Skip blocks, as a video codec has them: a patch whose code did not change keeps the pixels it had.
+
+    frames [B, T, H, W, 3], the decoded frames of codes ids [B, T, h, w], which follow a frame whose pixels
+    and codes are last_frame [B, H, W, 3] and last_ids [B, h, w] (the last real context frame). Where frame t's
+    code equals frame t-1's at the same place, frame t keeps frame t-1's pixels there, else takes the decoder's.
+    What stays still then costs nothing, where decoding it anew would cost the tokenizer's reconstruction error.
+    Our addition, not the paper's (evaluate.py --keep-unchanged, play.py --keep-unchanged).
+    """
+    patch = frames.shape[2] // ids.shape[2]
+    kept, canvas, canvas_ids = [], last_frame.to(frames.dtype), last_ids
+    for t in range(ids.shape[1]):
+        unchanged = (ids[:, t] == canvas_ids).repeat_interleave(patch, 1).repeat_interleave(patch, 2)  # [B, H, W]
+        canvas, canvas_ids = torch.where(unchanged[..., None], canvas, frames[:, t]), ids[:, t]
+        kept.append(canvas)
+    return torch.stack(kept, 1)
+
+
 class VectorQuantizer(nn.Module):
     """Cosine-similarity VQ (ViT-VQGAN, Yu et al. 2022) with a straight-through estimator.
 

@@ -239,6 +239,18 @@ def test_oracle_is_controllable_and_beats_the_floor():
     assert torch.equal(clips["one-go, true actions"], clips["ground truth"])  # the oracle is exact
 
 
+def test_keep_unchanged_keeps_the_last_context_pixels_where_codes_stay():
+    windows = toy_windows(1)
+    lossy = ToyTokenizer(lambda ids: 0.9 * decode_patches(ids) + 0.05)  # every decoded pixel 0.05 off
+    plain, _ = evaluate.evaluate_windows(Oracle(), lossy, windows)
+    kept, _ = evaluate.evaluate_windows(Oracle(), lossy, windows, keep_unchanged=True)
+    assert plain["rows"]["tokenizer"]["psnr"] == pytest.approx(26.02, abs=0.01)  # -20 log10(0.05)
+    for row in ("one-go", "tokenizer"):  # only the square's patches are decoded: far fewer wrong pixels
+        assert kept["rows"][row]["psnr"] > plain["rows"][row]["psnr"] + 5
+    assert kept["rows"]["copy-last-frame"] == plain["rows"]["copy-last-frame"]
+    assert kept["keep_unchanged"] and not plain["keep_unchanged"]
+
+
 def test_delta_psnr_is_zero_for_a_model_that_ignores_actions():
     model = Dynamics(replace(DYNAMICS_PRESETS["tiny"], num_codes=256, grid=(16, 16))).eval()  # the toy code's 4x4 patches
     for embed in model.action_embed:

@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tokenizer import PRESETS, Tokenizer, VectorQuantizer, patchify, unpatchify
+from tokenizer import PRESETS, Tokenizer, VectorQuantizer, keep_unchanged_patches, patchify, unpatchify
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -47,6 +47,20 @@ def test_patchify_layout_and_inverse():
     i, j = 5, 11  # token i * 16 + j holds pixels [4i:4i+4, 4j:4j+4]
     assert torch.equal(patches[1, 2, i * 16 + j], frames[1, 2, 4 * i:4 * i + 4, 4 * j:4 * j + 4].reshape(-1))
     assert torch.equal(unpatchify(patches, 4, (16, 16)), frames)
+
+
+def test_keep_unchanged_patches_keeps_pixels_until_a_code_changes():
+    last_frame, decoded = torch.zeros(1, 16, 16, 3), torch.rand(1, 3, 16, 16, 3)  # 2x2 patches of 8x8
+    last_ids = torch.tensor([[[0, 1], [2, 3]]])
+    ids = last_ids[:, None].repeat(1, 3, 1, 1)
+    ids[0, 1:, 0, 1] = 7  # the top right patch changes at frame 1 and keeps code 7 at frame 2
+    kept = keep_unchanged_patches(decoded, ids, last_frame, last_ids)
+    assert kept.shape == decoded.shape
+    assert (kept[0, 0] == 0).all()  # no code changed: the last frame's pixels
+    assert torch.equal(kept[0, 1, :8, 8:], decoded[0, 1, :8, 8:]) and (kept[0, 1, 8:] == 0).all()
+    assert torch.equal(kept[0, 2, :8, 8:], decoded[0, 1, :8, 8:])  # frame 1's decoded pixels stay, not frame 2's
+    ids[0, 2] = 9  # every code changes: the decoder's frame
+    assert torch.equal(keep_unchanged_patches(decoded, ids, last_frame, last_ids)[0, 2], decoded[0, 2])
 
 
 def test_causal_in_time():
