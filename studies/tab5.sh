@@ -36,7 +36,7 @@ done
 # pretraining game, optimiser steps, the frame budget of each fine-tuning dataset
 case $size in
   cpu) preset=tiny; : "${games:=procgen:coinrun:mono procgen:jumper:mono procgen:ninja:mono procgen:climber:mono}" \
-         "${HOLD:=8}" "${EPISODES:=30}" "${MAX_STEPS:=700}" "${TOKENIZER_STEPS:=2000}" "${DYNAMICS_STEPS:=2500}" \
+         "${HOLD:=8}" "${EPISODES:=30}" "${MAX_STEPS:=200}" "${TOKENIZER_STEPS:=2000}" "${DYNAMICS_STEPS:=2500}" \
          "${FRAMES:=3000}" "${DECODER_STEPS:=100}" "${FINETUNE_STEPS:=300}" "${EVAL_EVERY:=50}" \
          "${TEST_EPISODES:=30}" "${EVAL_WINDOWS:=64}" "${BATCH:=8}" "${SEQ_LEN:=12}" "${TOKENIZER_BATCH:=12}" \
          "${TOKENIZER_SEQ_LEN:=4}" "${WORKERS:=2}" "${MASKGIT_STEPS:=8}" "${FINETUNE_LR:=2e-4}" \

@@ -415,6 +415,17 @@ def test_scripted_play_follows_the_keys(tmp_path):
         play_keys(player, "RX")
 
 
+def test_play_with_keep_unchanged_keeps_the_real_pixels_of_what_does_not_move():
+    frames, actions = toy_episode(12, np.random.default_rng(3))
+    lossy = ToyTokenizer(lambda ids: 0.9 * decode_patches(ids) + 0.05)  # every decoded pixel 0.05 off
+    played = play_keys(Player(Oracle(), lossy, frames[:2], actions[:1], keep_unchanged=True), "RRRR")
+    plain = play_keys(Player(Oracle(), lossy, frames[:2], actions[:1]), "RRRR")
+    still = ~(frames[1][..., 0] > 127).any(1)  # rows without the square: R moves it along its own rows only
+    for kept, decoded in zip(played[1:], plain[1:]):
+        assert (kept[still] == frames[1][still]).all() and not (decoded[still] == frames[1][still]).any()
+        assert square_x(kept) == square_x(decoded)  # the moving square comes from the decoder either way
+
+
 # --- the command line, end to end on episodes no script here wrote ----------------------------
 
 def run_script(script, *flags, cwd):
