@@ -132,6 +132,24 @@ class ReturnScaler:
         self.returns, self.count, self.mean, self.var = np.array(state["returns"]), state["count"], state["mean"], state["var"]
 
 
+def advantage_estimates(rewards, values, starts, next_value, next_starts, gamma, lam, episodic):
+    """GAE (Schulman et al. 2016) over one rollout: rewards, values, starts [T, N] (starts[t] = 1 where o(t) begins
+    an episode), and the value and starts of the observation after the rollout [N] -> advantages [T, N].
+
+    episodic: the discounted return ends where an episode ends. Without it the return runs on into the next
+    episode, as Burda et al.'s curiosity agents and RND treat their intrinsic rewards: a reward paid at every step
+    would otherwise teach the agent to avoid whatever ends an episode (in CoinRun dying, or reaching the coin)
+    rather than to seek the world model's doubt.
+    """
+    next_values, next_starts = torch.cat([values[1:], next_value[None]]), torch.cat([starts[1:], next_starts[None]])
+    carry = 1 - next_starts if episodic else torch.ones_like(next_starts)  # does step t's return see step t+1's?
+    deltas = rewards + gamma * next_values * carry - values
+    advantages, gae = torch.zeros_like(rewards), 0
+    for t in reversed(range(len(rewards))):
+        advantages[t] = gae = deltas[t] + gamma * lam * carry[t] * gae
+    return advantages
+
+
 # ---------------------------------------------------------------------------
 # PPO training (as CleanRL's ppo_atari_lstm): rollout, bootstrap/GAE, minibatch epochs, logging
 # ---------------------------------------------------------------------------
@@ -207,21 +225,17 @@ def train(args, make_env=None, world_model=None):
             else:
                 raw_rewards[t] = np.sign(env_reward)
             recent.restart(done, next_obs)
-            rewards_buf[t] = torch.as_tensor(scaler(raw_rewards[t], done) if args.scale_reward else raw_rewards[t], device=device)
+            rewards_buf[t] = torch.as_tensor(scaler(raw_rewards[t], done & args.episodic) if args.scale_reward else raw_rewards[t], device=device)
             ep_length, ep_return = ep_length + 1, ep_return + env_reward
             finished += [(ep_length[i], ep_return[i]) for i in np.flatnonzero(done)]
             ep_length[done], ep_return[done] = 0, 0
             obs, starts = torch.from_numpy(next_obs).to(device), torch.as_tensor(done, dtype=torch.float32, device=device)
             last_action = action
 
-        # 2. Bootstrap from the value of the next observation; GAE (Schulman et al. 2016)
+        # 2. Bootstrap from the value of the next observation; GAE
         with torch.no_grad():
             next_value = model(obs[None], last_action[None], state, starts[None])[1][0]
-        advantages, gae = torch.zeros_like(rewards_buf), 0
-        for t in reversed(range(T)):
-            next_starts, next_v = (starts_buf[t + 1], values_buf[t + 1]) if t + 1 < T else (starts, next_value)
-            delta = rewards_buf[t] + args.gamma * next_v * (1 - next_starts) - values_buf[t]
-            advantages[t] = gae = delta + args.gamma * args.gae_lambda * (1 - next_starts) * gae
+        advantages = advantage_estimates(rewards_buf, values_buf, starts_buf, next_value, starts, args.gamma, args.gae_lambda, args.episodic)
         returns = advantages + values_buf
 
         # 3. PPO epochs; a minibatch is a set of whole env sequences, so the LSTM re-runs from first_state
@@ -330,6 +344,8 @@ def parse_args(argv=None):
     p.add_argument("--ent-coef", type=float, default=0.01, help="entropy bonus weight")
     p.add_argument("--vf-coef", type=float, default=0.5, help="value loss weight")
     p.add_argument("--max-grad-norm", type=float, default=0.5, help="gradient clip, global L2 norm")
+    p.add_argument("--episodic", action=argparse.BooleanOptionalAction, default=None,
+                   help="end the discounted return at an episode's end (default: yes for --reward env; no for the intrinsic rewards, whose return runs on into the next episode)")
     p.add_argument("--scale-reward", action=argparse.BooleanOptionalAction, default=True,
                    help="divide rewards by the running std of the discounted return (as RND); the log keeps the raw reward")
     p.add_argument("--save-every", type=positive, default=10, help="checkpoint and curves every this many updates")
@@ -346,6 +362,7 @@ def parse_args(argv=None):
     if args.report and not args.data:
         p.error("--report needs --data DIR [DIR ...], folders of .npz episodes")
     args.frame_skip = args.frame_skip or default_frame_skip(args.env)
+    args.episodic = args.reward == "env" if args.episodic is None else args.episodic
     return args
 
 
