@@ -105,9 +105,11 @@ def standard_error(values):
 
 
 def row_metrics(p, s):
-    """A table row from per-window, per-predicted-frame PSNR and SSIM [N, HORIZON]; ± is the standard error."""
+    """A table row from per-window, per-predicted-frame PSNR and SSIM [N, HORIZON]; ± is the standard error.
+    psnr_by_window lets --compare set two rows against each other window by window."""
     return {"psnr": p.mean().item(), "psnr_se": standard_error(p.mean(1)), "ssim": s.mean().item(),
-            "ssim_se": standard_error(s.mean(1)), "psnr_by_horizon": p.mean(0).tolist(), "ssim_by_horizon": s.mean(0).tolist()}
+            "ssim_se": standard_error(s.mean(1)), "psnr_by_horizon": p.mean(0).tolist(), "ssim_by_horizon": s.mean(0).tolist(),
+            "psnr_by_window": p.mean(1).tolist()}
 
 
 def altered_actions(actions, num_actions, random_rng, swap_rng):

@@ -4,6 +4,7 @@ reconstruction (the ceiling), the copy of the last context frame (the floor) and
 
     python evaluate.py --compare runs/eval_a runs/eval_b --out runs/compare
 """
+import itertools
 import json
 from pathlib import Path
 
@@ -115,6 +116,31 @@ def write_agreement(out, agreement, action_names):
     plot_confusion(confusion, action_names, Path(out) / "lam_agreement.png")
 
 
+def paired_differences(runs):
+    """Model rows set against each other on the same windows: for each dynamics row over the copy floor, then for
+    every two runs on the same episodes, the mean of the per-window PSNR differences ± their standard error. The
+    windows' own difficulty, shared by both rows, cancels, so this error is the one that says whether two rows
+    differ (two rows' own errors overlap far more easily)."""
+    def by_window(metrics, row):
+        return np.array(metrics["rows"].get(row, {}).get("psnr_by_window", []))
+
+    def line(label, a, b):
+        d = a - b
+        return f"| {label} | {d.mean():+.2f} ± {d.std() / np.sqrt(len(d)):.2f} |"
+
+    models = [(name, row) for name, m in runs.items() for row in ("one-go", "autoregressive") if len(by_window(m, row))]
+    lines = [line(f"{name}, {row} - floor", by_window(runs[name], row), by_window(runs[name], "copy-last-frame"))
+             for name, row in models if len(by_window(runs[name], "copy-last-frame"))]
+    for (a, row_a), (b, row_b) in itertools.combinations(models, 2):
+        same_windows = (runs[a].get("data"), runs[a]["windows"]) == (runs[b].get("data"), runs[b]["windows"])
+        if row_a == row_b and same_windows:
+            lines.append(line(f"{a} - {b}, {row_a}", by_window(runs[a], row_a), by_window(runs[b], row_b)))
+    if not lines:  # evaluations written before psnr_by_window existed
+        return []
+    return ["\n\nPaired on the same windows (PSNR difference, dB, ± the standard error of the per-window differences):\n",
+            "| rows | difference |", "|---|---|"] + lines
+
+
 def compare(run_dirs, out, paper=()):
     """One table and one figure over several evaluations on the same test set (loop.sh, paper Tabs. 2, 4, 5).
 
@@ -150,7 +176,7 @@ def compare(run_dirs, out, paper=()):
         Path(out) / "results.md",
         f"# Results\n\n{first['windows']} test windows of {where} ({CONTEXT} context + "
         f"{HORIZON} predicted frames), {sampling(first)}.\n\n"
-        + "\n".join(lines + notes(merged) + purities) + "\n\n![results](results.png)\n")
+        + "\n".join(lines + notes(merged) + purities + paired_differences(runs)) + "\n\n![results](results.png)\n")
     floor = first["rows"]["copy-last-frame"]["psnr"]
     plot_comparison(bars, ("PSNR (dB)", f"delta_t PSNR (t={DELTA_T}, {shown})"), floor, Path(out) / "results.png")
     print((Path(out) / "results.md").read_text())

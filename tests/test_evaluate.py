@@ -343,6 +343,23 @@ def test_compare_tabulates_several_evaluations(tmp_path):
     assert np.asarray(Image.open(tmp_path / "results.png").convert("RGB"), np.float32).std() > 10
 
 
+def test_compare_sets_rows_against_each_other_window_by_window(tmp_path):
+    oracle, windows = Oracle(), toy_windows(1)
+    per_window = {"a": [20.0, 30, 40, 50], "b": [19.0, 29, 38, 49], "other-data": [10.0, 10, 10, 10]}  # dB, 4 windows
+    for name, psnrs in per_window.items():
+        metrics, sample = evaluate.evaluate_windows(oracle, ToyTokenizer(), windows)
+        metrics.update(windows=4, data="data/other" if name == "other-data" else "data/test")
+        metrics["rows"]["one-go"]["psnr_by_window"] = psnrs
+        metrics["rows"]["copy-last-frame"]["psnr_by_window"] = [18.0, 28, 37, 47]
+        reports.write_report(tmp_path / name, metrics, sample, torch.zeros(11, 16, 16))
+    evaluate.main(["--compare", *(str(tmp_path / name) for name in per_window), "--out", str(tmp_path)])
+    table = (tmp_path / "results.md").read_text()
+    # a - b = 1, 1, 2, 1: mean 1.25, standard error 0.433 / 2, far under either row's own error (~5.6)
+    assert "| a - b, one-go | +1.25 ± 0.22 |" in table and "| a, one-go - floor | +2.50 ± 0.25 |" in table
+    assert "a - other-data" not in table and "b - other-data" not in table  # other episodes: no windows in common
+    assert "| other-data, one-go - floor | -22.50 ± 5.37 |" in table
+
+
 def test_compare_gives_each_data_folder_its_own_floor(tmp_path):
     oracle = Oracle()
     for name, folder, seed in (("on-random", "data/random", 1), ("on-explore", "data/explore", 2)):
