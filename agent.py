@@ -8,7 +8,8 @@ normalised token entropies. `--reward env` trains the same agent on the game's o
 `--reward rf` and `--reward vae` on Burda et al.'s curiosity, a forward model's error in random or VAE
 features (curiosity.py), the baselines of the paper's Tab. 6.
 The first `--random-updates` rollouts are played by the uniform random policy, so the log and
-curves.png carry random's level of the same reward.
+curves.png carry random's level of the same reward. An intrinsic reward's return runs on across an
+episode's end (`--episodic` cuts it there, the default of `--reward env`).
 
     python agent.py --env Airstriker-Genesis-v0 --dynamics runs/dynamics/ckpt.pt --out runs/agent
     python collect.py --policy agent --agent runs/agent/agent.pt --out data/explore
