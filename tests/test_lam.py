@@ -1,14 +1,18 @@
-"""LAM tests: causality of encoder and decoder, the agreement maths, checkpoints, learning actions (CPU, tiny)."""
+"""LAM tests: causality of encoder and decoder, the agreement maths, checkpoints, learning actions (CPU, tiny),
+and studies/key_reader.py, the ceiling of a LAM's purity."""
+import importlib.util
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from checkpoints import save_checkpoint
 from lam import PRESETS, LAM, action_agreement
 from metrics import psnr
-from toy import toy_episode
+from toy import toy_episode, write_toy_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -153,14 +157,9 @@ def test_learns_the_true_actions_without_collapse():
 def test_key_reader_reads_the_keys_a_square_shows_and_reports_a_lams_purity(tmp_path, capsys):
     """studies/key_reader.py: the supervised reader names the toy square's keys far above the commonest key's
     share (only JUMP and moves into a border leave the frame as it was), and a LAM's row comes beside it."""
-    import sys
-    from dataclasses import asdict
-    from pathlib import Path
-    from checkpoints import save_checkpoint
-    from toy import write_toy_dataset
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "studies"))
-    import key_reader
-
+    spec = importlib.util.spec_from_file_location("key_reader", Path(__file__).parents[1] / "studies" / "key_reader.py")
+    key_reader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(key_reader)
     write_toy_dataset(tmp_path / "data", n_train=8, n_val=2, T=40)
     lam = LAM(PRESETS["tiny"])  # untrained: its purity is only near chance
     save_checkpoint(tmp_path / "lam.pt", {"model": lam.state_dict(), "config": asdict(PRESETS["tiny"]), "model_type": "lam"})
