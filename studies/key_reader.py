@@ -40,7 +40,7 @@ def transitions(folder, resolution):
 
 
 def reader_input(frames, starts):
-    """Frame t and the change to t+1, channels first: [B, 6, H, W] in [-1, 1]."""
+    """Frame t (in [0, 1]) and the change to t+1 (in [-1, 1]), channels first: [B, 6, H, W]."""
     before = torch.from_numpy(frames[starts]).float() / 255
     after = torch.from_numpy(frames[starts + 1]).float() / 255
     return torch.cat([before, after - before], -1).permute(0, 3, 1, 2)
@@ -103,10 +103,13 @@ def main(argv=None):
         reader = train_reader(*train, num_keys, args.steps, args.batch_size, args.seed)
         rows = [("key reader (supervised)", accuracy(reader, *test), np.bincount(test[2]).max() / len(test[2]),
                  "commonest key")]
+        windows_at = {}  # resolution -> the held-out windows, read once for all LAMs of that resolution
         for path in args.lam:
             lam = load_checkpoint(path, "lam", "--lam")[0]
-            windows = load_windows(held_out, None, lam.config.resolution)
-            agreement = latent_windows(lam, windows, 16, "cpu")[1]
+            resolution = lam.config.resolution
+            if resolution not in windows_at:
+                windows_at[resolution] = load_windows(held_out, None, resolution)
+            agreement = latent_windows(lam, windows_at[resolution], 16, "cpu")[1]
             rows.append((f"LAM {path}", agreement["purity"], agreement["chance"],
                          f"chance, sd {agreement['chance_sd']:.3f}"))
     except (EpisodeError, CheckpointError, OSError) as e:
